@@ -1,0 +1,203 @@
+//! Protobuf input records (`proto/vitals/v1/events.proto`): the flat
+//! message maps field for field onto the JSON shape, so validation is
+//! shared.
+
+use std::borrow::Cow;
+
+use prost::Message;
+
+use crate::core::Event;
+
+use super::pb;
+use super::raw::{DecodeError, RawEvent, Val};
+use super::MAX_RECORD_BYTES;
+
+fn s(v: &Option<String>) -> Option<Val<'_>> {
+    v.as_deref().map(|s| Val::Str(Cow::Borrowed(s)))
+}
+
+fn i(v: Option<i64>) -> Option<Val<'static>> {
+    v.map(Val::Int)
+}
+
+/// Required proto3 strings are empty when absent.
+fn req(v: &str) -> Option<Val<'_>> {
+    (!v.is_empty()).then_some(Val::Str(Cow::Borrowed(v)))
+}
+
+/// The JSON-shaped view of a decoded message.
+pub fn raw_of(m: &pb::Event) -> RawEvent<'_> {
+    let (time, time_ms) = match &m.when {
+        Some(pb::event::When::Time(t)) => (req(t), None),
+        Some(pb::event::When::TimeUnixMs(ms)) => (None, Some(*ms)),
+        None => (None, None),
+    };
+    RawEvent {
+        id: req(&m.id),
+        account_id: req(&m.account_id),
+        type_: req(&m.r#type),
+        time,
+        time_ms,
+        user_id: s(&m.user_id),
+        feature: s(&m.feature),
+        count: i(m.count),
+        ticket_id: s(&m.ticket_id),
+        priority: s(&m.priority),
+        csat: i(m.csat),
+        plan: s(&m.plan),
+        mrr_cents: i(m.mrr_cents),
+        seats: i(m.seats),
+        renews_at: s(&m.renews_at),
+        currency: s(&m.currency),
+        reason: s(&m.reason),
+        invoice_id: s(&m.invoice_id),
+        amount_cents: i(m.amount_cents),
+        days_overdue: i(m.days_overdue),
+        score: i(m.score),
+        comment: s(&m.comment),
+        name: s(&m.name),
+        segment: s(&m.segment),
+        tier: s(&m.tier),
+        owner: s(&m.owner),
+        seats_licensed: i(m.seats_licensed),
+        kind: s(&m.kind),
+        note: s(&m.note),
+        band: s(&m.band),
+        expires_at: s(&m.expires_at),
+        by: s(&m.by),
+        alert_id: s(&m.alert_id),
+        verdict: s(&m.verdict),
+    }
+}
+
+/// Decodes and validates one Protobuf record.
+pub fn decode(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    let m = pb::Event::decode(bytes).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    raw_of(&m).validate().map(Event::into_owned)
+}
+
+/// Decodes into a reusable message buffer and calls `f` with the event,
+/// which borrows from it (the allocation-light path for bulk decoding).
+pub fn decode_with<R>(
+    bytes: &[u8],
+    buf: &mut pb::Event,
+    f: impl FnOnce(Event<'_>) -> R,
+) -> Result<R, DecodeError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    buf.clear();
+    buf.merge(bytes)
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    Ok(f(raw_of(buf).validate()?))
+}
+
+/// Encodes an event as the Protobuf message (for producers and tests).
+pub fn encode(ev: &Event<'_>) -> Vec<u8> {
+    to_message(ev).encode_to_vec()
+}
+
+/// The Protobuf message for an event.
+pub fn to_message(ev: &Event<'_>) -> pb::Event {
+    use crate::core::EventKind as K;
+    let mut m = pb::Event {
+        id: ev.id.to_string(),
+        account_id: ev.account_id.to_string(),
+        r#type: ev.type_name().to_string(),
+        when: Some(pb::event::When::TimeUnixMs(ev.time)),
+        ..Default::default()
+    };
+    let o = |c: &Option<Cow<'_, str>>| c.as_ref().map(|c| c.to_string());
+    match &ev.kind {
+        K::Login { user_id } => m.user_id = Some(user_id.to_string()),
+        K::Feature { user_id, feature, count } => {
+            m.user_id = Some(user_id.to_string());
+            m.feature = Some(feature.to_string());
+            m.count = Some(*count as i64);
+        }
+        K::TicketOpened { ticket_id, priority } => {
+            m.ticket_id = Some(ticket_id.to_string());
+            m.priority = Some(priority.as_str().to_string());
+        }
+        K::TicketEscalated { ticket_id } | K::TicketReopened { ticket_id } => {
+            m.ticket_id = Some(ticket_id.to_string())
+        }
+        K::TicketResolved { ticket_id, csat } => {
+            m.ticket_id = Some(ticket_id.to_string());
+            m.csat = csat.map(|c| c as i64);
+        }
+        K::SubscriptionStarted { plan, mrr_cents, seats, renews_at, currency } => {
+            m.plan = Some(plan.to_string());
+            m.mrr_cents = Some(*mrr_cents as i64);
+            m.seats = Some(*seats as i64);
+            m.renews_at = renews_at.map(super::timefmt::format);
+            m.currency = Some(currency.to_string());
+        }
+        K::SubscriptionChanged { plan, mrr_cents, seats } => {
+            m.plan = Some(plan.to_string());
+            m.mrr_cents = Some(*mrr_cents as i64);
+            m.seats = Some(*seats as i64);
+        }
+        K::SubscriptionRenewed { renews_at, mrr_cents } => {
+            m.renews_at = renews_at.map(super::timefmt::format);
+            m.mrr_cents = mrr_cents.map(|v| v as i64);
+        }
+        K::SubscriptionCancelled { reason } => m.reason = o(reason),
+        K::InvoicePaid { invoice_id, amount_cents } => {
+            m.invoice_id = Some(invoice_id.to_string());
+            m.amount_cents = Some(*amount_cents as i64);
+        }
+        K::InvoicePaymentFailed { invoice_id, amount_cents, reason } => {
+            m.invoice_id = Some(invoice_id.to_string());
+            m.amount_cents = Some(*amount_cents as i64);
+            m.reason = o(reason);
+        }
+        K::InvoiceOverdue { invoice_id, amount_cents, days_overdue } => {
+            m.invoice_id = Some(invoice_id.to_string());
+            m.amount_cents = Some(*amount_cents as i64);
+            m.days_overdue = Some(*days_overdue as i64);
+        }
+        K::SurveyNps { score, user_id, comment } => {
+            m.score = Some(*score as i64);
+            m.user_id = o(user_id);
+            m.comment = o(comment);
+        }
+        K::SurveyCsat { score, user_id } | K::SurveyCes { score, user_id } => {
+            m.score = Some(*score as i64);
+            m.user_id = o(user_id);
+        }
+        K::AccountUpdated { name, segment, tier, owner, seats_licensed } => {
+            m.name = o(name);
+            m.segment = o(segment);
+            m.tier = o(tier);
+            m.owner = o(owner);
+            m.seats_licensed = seats_licensed.map(|v| v as i64);
+        }
+        K::Touchpoint { kind, note } => {
+            m.kind = Some(kind.to_string());
+            m.note = o(note);
+        }
+        K::HealthOverride { band, score, reason, expires_at, by } => {
+            m.band = band.map(|b| b.as_str().to_string());
+            m.score = score.map(|s| s as i64);
+            m.reason = Some(reason.to_string());
+            m.expires_at = Some(super::timefmt::format(*expires_at));
+            m.by = o(by);
+        }
+        K::AlertFeedback { alert_id, verdict, by } => {
+            m.alert_id = Some(alert_id.to_string());
+            m.verdict = Some(verdict.as_str().to_string());
+            m.by = o(by);
+        }
+    }
+    m
+}

@@ -1,0 +1,429 @@
+//! Partition state ⇄ Protobuf (`vitals.v1.PartitionState`). Encoding then
+//! decoding gives an equal state (a property test checks it).
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::core::account::{
+    Account, AlertState, Decayed, Extras, LimitHits, Override, OverrideAudit, OverrideEnd,
+    Published, Ticket, Unpaid, WeekCell, WeekRing, SCORE_DAYS, WEEKS,
+};
+use crate::core::event::{Band, Priority};
+use crate::core::partition::{Dedup, Labels, Model, Partition, Stats};
+
+use super::pb;
+
+/// Current state format version.
+pub const FORMAT: u32 = 1;
+
+/// Why a state record could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state is not valid protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("state format {found} is not supported (this build reads format {FORMAT})")]
+    Format { found: u32 },
+    #[error("state field {0} is malformed")]
+    Malformed(&'static str),
+}
+
+fn dec(d: &Decayed) -> pb::Decayed {
+    pb::Decayed {
+        sum: d.sum,
+        weight: d.weight,
+        day: d.day,
+        count: d.count,
+    }
+}
+
+fn undec(d: Option<pb::Decayed>) -> Decayed {
+    d.map(|d| Decayed {
+        sum: d.sum,
+        weight: d.weight,
+        day: d.day,
+        count: d.count,
+    })
+    .unwrap_or_default()
+}
+
+fn ov(o: &Override) -> pb::OverrideState {
+    pb::OverrideState {
+        band: o.band.map(|b| b.as_str().into()),
+        score: o.score.map(u32::from),
+        reason: o.reason.to_string(),
+        by: o.by.as_ref().map(|b| b.to_string()),
+        set_at: o.set_at,
+        expires_at: o.expires_at,
+        event_id: o.event_id.to_string(),
+    }
+}
+
+fn unov(o: pb::OverrideState) -> Result<Override, StateError> {
+    Ok(Override {
+        band: match o.band {
+            None => None,
+            Some(b) => Some(Band::parse(&b).ok_or(StateError::Malformed("override.band"))?),
+        },
+        score: o.score.map(|s| s.min(100) as u8),
+        reason: o.reason.into(),
+        by: o.by.map(Into::into),
+        set_at: o.set_at,
+        expires_at: o.expires_at,
+        event_id: o.event_id.into(),
+    })
+}
+
+fn account_to(a: &Account) -> pb::AccountState {
+    let c = &a.weeks.cells;
+    let ex = a.extras.as_deref();
+    let p = a.alert.published;
+    pb::AccountState {
+        id: a.id.to_string(),
+        segment: a.segment.into(),
+        tier: a.tier.into(),
+        owner: a.owner.into(),
+        plan: a.plan.into(),
+        scorecard: a.scorecard.into(),
+        first_seen: a.first_seen,
+        subscribed_at: a.subscribed_at,
+        cancelled_at: a.cancelled_at,
+        last_eval: a.last_eval,
+        last_activity: a.last_activity,
+        users: a.users.clone(),
+        feature_hash: a.features.iter().map(|f| f.0).collect(),
+        feature_day: a.features.iter().map(|f| f.1).collect(),
+        feature_count: a.features.iter().map(|f| f.2).collect(),
+        weeks_head: a.weeks.head,
+        week_activity: c.iter().map(|c| c.activity).collect(),
+        week_wau: c.iter().map(|c| c.wau.into()).collect(),
+        week_tickets: c.iter().map(|c| c.tickets.into()).collect(),
+        week_escalations: c.iter().map(|c| c.escalations.into()).collect(),
+        week_reopens: c.iter().map(|c| c.reopens.into()).collect(),
+        seats_licensed: a.seats_licensed,
+        tickets_total: a.tickets_total,
+        ticket_hash: a.open_tickets.iter().map(|t| t.hash).collect(),
+        ticket_opened_min: a.open_tickets.iter().map(|t| t.opened_min).collect(),
+        ticket_priority: a.open_tickets.iter().map(|t| t.priority as u32).collect(),
+        ticket_escalated: a.open_tickets.iter().map(|t| t.escalated).collect(),
+        resolve_hours: a.resolve_hours,
+        resolved: a.resolved,
+        ticket_csat: Some(dec(&a.ticket_csat)),
+        mrr_cents: a.mrr_cents,
+        mrr_day: a.mrr_history.iter().map(|m| m.0).collect(),
+        mrr_value: a.mrr_history.iter().map(|m| m.1).collect(),
+        unpaid_hash: a.unpaid.iter().map(|u| u.hash).collect(),
+        unpaid_failures: a.unpaid.iter().map(|u| u.failures.into()).collect(),
+        unpaid_days_overdue: a.unpaid.iter().map(|u| u.days_overdue.into()).collect(),
+        unpaid_overdue_day: a.unpaid.iter().map(|u| u.overdue_day).collect(),
+        unpaid_amount: a.unpaid.iter().map(|u| u.amount_cents).collect(),
+        payments_failed_total: a.payments_failed_total,
+        renews_at: a.renews_at,
+        nps: Some(dec(&a.nps)),
+        last_nps_score: a.last_nps.map(|n| n.0.into()),
+        last_nps_day: a.last_nps.map_or(0, |n| n.1),
+        csat: Some(dec(&a.csat)),
+        ces: Some(dec(&a.ces)),
+        onboarding: a.onboarding.into(),
+        touchpoints: a.touchpoints,
+        last_touchpoint: a.last_touchpoint,
+        active_override: ex.and_then(|e| e.active_override.as_ref()).map(ov),
+        override_audit: ex
+            .map(|e| {
+                e.audit
+                    .iter()
+                    .map(|x| pb::OverrideAudit {
+                        entry: Some(ov(&x.entry)),
+                        end: match x.end {
+                            OverrideEnd::Active => "active",
+                            OverrideEnd::Expired => "expired",
+                            OverrideEnd::Replaced => "replaced",
+                        }
+                        .into(),
+                        ended_at: x.ended_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        band: a.alert.band.to_u8().into(),
+        at_risk_open: a.alert.at_risk_open,
+        last_at_risk_alert: a.alert.last_at_risk_alert,
+        upsell_active: a.alert.upsell_active,
+        last_upsell_alert: a.alert.last_upsell_alert,
+        has_published: p.is_some(),
+        published_score: p.map_or(0.0, |p| p.score),
+        published_band: p.map_or(0, |p| p.band.to_u8().into()),
+        published_override_set_at: p.map_or(0, |p| p.override_set_at),
+        published_cancelled: p.is_some_and(|p| p.cancelled),
+        published_scorecard: p.map_or(0, |p| p.scorecard.into()),
+        score_days: a.alert.score_days.to_vec(),
+        score_head: a.alert.score_head,
+        timer_due: a.timer_due,
+        has_extras: ex.is_some(),
+    }
+}
+
+fn u16f(v: u32, f: &'static str) -> Result<u16, StateError> {
+    u16::try_from(v).map_err(|_| StateError::Malformed(f))
+}
+
+fn u8f(v: u32, f: &'static str) -> Result<u8, StateError> {
+    u8::try_from(v).map_err(|_| StateError::Malformed(f))
+}
+
+fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
+    if lens.windows(2).all(|w| w[0] == w[1]) {
+        Ok(())
+    } else {
+        Err(StateError::Malformed(f))
+    }
+}
+
+fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
+    same_len(
+        &[s.feature_hash.len(), s.feature_day.len(), s.feature_count.len()],
+        "features",
+    )?;
+    same_len(
+        &[
+            WEEKS,
+            s.week_activity.len(),
+            s.week_wau.len(),
+            s.week_tickets.len(),
+            s.week_escalations.len(),
+            s.week_reopens.len(),
+        ],
+        "weeks",
+    )?;
+    same_len(
+        &[
+            s.ticket_hash.len(),
+            s.ticket_opened_min.len(),
+            s.ticket_priority.len(),
+            s.ticket_escalated.len(),
+        ],
+        "tickets",
+    )?;
+    same_len(&[s.mrr_day.len(), s.mrr_value.len()], "mrr_history")?;
+    same_len(
+        &[
+            s.unpaid_hash.len(),
+            s.unpaid_failures.len(),
+            s.unpaid_days_overdue.len(),
+            s.unpaid_overdue_day.len(),
+            s.unpaid_amount.len(),
+        ],
+        "unpaid",
+    )?;
+    let score_days: [u8; SCORE_DAYS] = s
+        .score_days
+        .as_slice()
+        .try_into()
+        .map_err(|_| StateError::Malformed("score_days"))?;
+    let mut cells = [WeekCell::default(); WEEKS];
+    for (i, c) in cells.iter_mut().enumerate() {
+        *c = WeekCell {
+            activity: s.week_activity[i],
+            wau: u16f(s.week_wau[i], "week_wau")?,
+            tickets: u8f(s.week_tickets[i], "week_tickets")?,
+            escalations: u8f(s.week_escalations[i], "week_escalations")?,
+            reopens: u8f(s.week_reopens[i], "week_reopens")?,
+        };
+    }
+    let mut open_tickets = Vec::with_capacity(s.ticket_hash.len());
+    for i in 0..s.ticket_hash.len() {
+        open_tickets.push(Ticket {
+            hash: s.ticket_hash[i],
+            opened_min: s.ticket_opened_min[i],
+            priority: Priority::from_u8(u8f(s.ticket_priority[i], "ticket_priority")?),
+            escalated: s.ticket_escalated[i],
+        });
+    }
+    let mut unpaid = Vec::with_capacity(s.unpaid_hash.len());
+    for i in 0..s.unpaid_hash.len() {
+        unpaid.push(Unpaid {
+            hash: s.unpaid_hash[i],
+            failures: u16f(s.unpaid_failures[i], "unpaid_failures")?,
+            days_overdue: u16f(s.unpaid_days_overdue[i], "unpaid_days_overdue")?,
+            overdue_day: s.unpaid_overdue_day[i],
+            amount_cents: s.unpaid_amount[i],
+        });
+    }
+    let extras = if s.has_extras {
+        let mut audit = Vec::new();
+        for x in s.override_audit {
+            audit.push(OverrideAudit {
+                entry: unov(x.entry.ok_or(StateError::Malformed("override_audit.entry"))?)?,
+                end: match x.end.as_str() {
+                    "active" => OverrideEnd::Active,
+                    "expired" => OverrideEnd::Expired,
+                    "replaced" => OverrideEnd::Replaced,
+                    _ => return Err(StateError::Malformed("override_audit.end")),
+                },
+                ended_at: x.ended_at,
+            });
+        }
+        Some(Box::new(Extras {
+            active_override: s.active_override.map(unov).transpose()?,
+            audit,
+        }))
+    } else {
+        None
+    };
+    Ok(Account {
+        id: s.id.into(),
+        segment: u16f(s.segment, "segment")?,
+        tier: u16f(s.tier, "tier")?,
+        owner: u16f(s.owner, "owner")?,
+        plan: u16f(s.plan, "plan")?,
+        scorecard: u16f(s.scorecard, "scorecard")?,
+        first_seen: s.first_seen,
+        subscribed_at: s.subscribed_at,
+        cancelled_at: s.cancelled_at,
+        last_eval: s.last_eval,
+        last_activity: s.last_activity,
+        users: s.users,
+        features: s
+            .feature_hash
+            .into_iter()
+            .zip(s.feature_day)
+            .zip(s.feature_count)
+            .map(|((h, d), c)| (h, d, c))
+            .collect(),
+        weeks: WeekRing {
+            head: s.weeks_head,
+            cells,
+        },
+        seats_licensed: s.seats_licensed,
+        tickets_total: s.tickets_total,
+        open_tickets,
+        resolve_hours: s.resolve_hours,
+        resolved: s.resolved,
+        ticket_csat: undec(s.ticket_csat),
+        mrr_cents: s.mrr_cents,
+        mrr_history: s.mrr_day.into_iter().zip(s.mrr_value).collect(),
+        unpaid,
+        payments_failed_total: s.payments_failed_total,
+        renews_at: s.renews_at,
+        nps: undec(s.nps),
+        last_nps: match s.last_nps_score {
+            Some(n) => Some((u8f(n, "last_nps_score")?, s.last_nps_day)),
+            None => None,
+        },
+        csat: undec(s.csat),
+        ces: undec(s.ces),
+        onboarding: u8f(s.onboarding, "onboarding")?,
+        touchpoints: s.touchpoints,
+        last_touchpoint: s.last_touchpoint,
+        extras,
+        alert: AlertState {
+            band: Band::from_u8(u8f(s.band, "band")?),
+            at_risk_open: s.at_risk_open,
+            last_at_risk_alert: s.last_at_risk_alert,
+            upsell_active: s.upsell_active,
+            last_upsell_alert: s.last_upsell_alert,
+            published: if s.has_published {
+                Some(Published {
+                    score: s.published_score,
+                    band: Band::from_u8(u8f(s.published_band, "published_band")?),
+                    override_set_at: s.published_override_set_at,
+                    cancelled: s.published_cancelled,
+                    scorecard: u16f(s.published_scorecard, "published_scorecard")?,
+                })
+            } else {
+                None
+            },
+            score_days,
+            score_head: s.score_head,
+        },
+        timer_due: s.timer_due,
+    })
+}
+
+/// Encodes a partition's whole state.
+pub fn encode(p: &Partition) -> Vec<u8> {
+    let st = &p.stats;
+    let l = st.limits;
+    pb::PartitionState {
+        format: FORMAT,
+        model: p.model.id.to_string(),
+        max_time: p.max_time,
+        labels: p.labels.names.iter().map(|n| n.to_string()).collect(),
+        dedup_key: p.dedup.order.iter().map(|d| d.0).collect(),
+        dedup_time: p.dedup.order.iter().map(|d| d.1).collect(),
+        accounts: p.accounts.iter().map(account_to).collect(),
+        stat_events: st.events.iter().flatten().copied().collect(),
+        stat_alerts: st.alerts.to_vec(),
+        stat_feedback: st.feedback.iter().flatten().copied().collect(),
+        stat_misc: vec![
+            st.health_published,
+            st.timers_fired,
+            l.users_evicted,
+            l.features_evicted,
+            l.tickets_evicted,
+            l.invoices_evicted,
+            l.labels_ignored,
+            l.too_old_for_window,
+            st.dedup_forgotten_early,
+            st.at_risk_suppressed_by_cooldown,
+        ],
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a partition's state, to be folded on with `model`.
+pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> {
+    let s = pb::PartitionState::decode(bytes)?;
+    if s.format != FORMAT {
+        return Err(StateError::Format { found: s.format });
+    }
+    same_len(&[s.dedup_key.len(), s.dedup_time.len()], "dedup")?;
+    let mut stats = Stats::default();
+    let ev: &mut [u64] = stats.events.as_flattened_mut();
+    if s.stat_events.len() != ev.len() {
+        return Err(StateError::Malformed("stat_events"));
+    }
+    ev.copy_from_slice(&s.stat_events);
+    if s.stat_alerts.len() != 3 {
+        return Err(StateError::Malformed("stat_alerts"));
+    }
+    stats.alerts.copy_from_slice(&s.stat_alerts);
+    let fb: &mut [u64] = stats.feedback.as_flattened_mut();
+    if s.stat_feedback.len() != fb.len() {
+        return Err(StateError::Malformed("stat_feedback"));
+    }
+    fb.copy_from_slice(&s.stat_feedback);
+    let m = &s.stat_misc;
+    if m.len() != 10 {
+        return Err(StateError::Malformed("stat_misc"));
+    }
+    stats.health_published = m[0];
+    stats.timers_fired = m[1];
+    stats.limits = LimitHits {
+        users_evicted: m[2],
+        features_evicted: m[3],
+        tickets_evicted: m[4],
+        invoices_evicted: m[5],
+        labels_ignored: m[6],
+        too_old_for_window: m[7],
+    };
+    stats.dedup_forgotten_early = m[8];
+    stats.at_risk_suppressed_by_cooldown = m[9];
+    let dedup = Dedup {
+        set: s.dedup_key.iter().copied().collect(),
+        order: s.dedup_key.into_iter().zip(s.dedup_time).collect(),
+    };
+    let accounts = s
+        .accounts
+        .into_iter()
+        .map(account_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Partition::from_parts(
+        model,
+        accounts,
+        Labels::from_names(s.labels.into_iter().map(Into::into).collect()),
+        dedup,
+        s.max_time,
+        stats,
+    ))
+}

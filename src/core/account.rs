@@ -1,0 +1,828 @@
+//! Per-account state and how each event changes it. Memory is bounded by
+//! [`Limits`]: every collection here has a cap and an eviction rule.
+
+use super::config::Limits;
+use super::event::{Band, EventKind, Priority};
+use super::time::{day_of, week_of, Ts, MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN};
+
+/// No day (state not set).
+pub const NO_DAY: i32 = i32::MIN;
+/// No timestamp.
+pub const NEVER: Ts = i64::MIN;
+/// Weeks kept in the ring: the current week plus two complete 4-week windows.
+pub const WEEKS: usize = 9;
+/// Days of score history kept (for the 30-day trend and sharp drops).
+pub const SCORE_DAYS: usize = 32;
+/// "No score recorded" in the daily score ring.
+pub const NO_SCORE: u8 = u8::MAX;
+
+/// Stable 64-bit hash of a string (xxh3); stable across builds and
+/// platforms, so it may be stored in snapshots.
+pub fn hash64(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+/// Stable 32-bit hash (the high half of xxh3), for per-account sets where
+/// a rare collision only merges two users/features/tickets.
+pub fn hash32(s: &str) -> u32 {
+    (hash64(s) >> 32) as u32
+}
+
+/// Counts for one week of event time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WeekCell {
+    /// Logins plus feature uses (with their `count`).
+    pub activity: u32,
+    /// Distinct active users that week.
+    pub wau: u16,
+    pub tickets: u8,
+    pub escalations: u8,
+    pub reopens: u8,
+}
+
+/// The last [`WEEKS`] weeks, indexed by week number modulo [`WEEKS`].
+/// `head` is the newest week written; cells older than `head - WEEKS + 1`
+/// are zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeekRing {
+    pub head: i32,
+    pub cells: [WeekCell; WEEKS],
+}
+
+impl Default for WeekRing {
+    fn default() -> Self {
+        WeekRing {
+            head: NO_DAY,
+            cells: [WeekCell::default(); WEEKS],
+        }
+    }
+}
+
+impl WeekRing {
+    fn slot(week: i32) -> usize {
+        week.rem_euclid(WEEKS as i32) as usize
+    }
+
+    /// The cell for `week`, rolling the ring forward if needed. `None` when
+    /// the week is older than the ring holds.
+    pub fn cell_mut(&mut self, week: i32) -> Option<&mut WeekCell> {
+        if self.head == NO_DAY {
+            self.head = week;
+        } else if week > self.head {
+            let gap = (week - self.head).min(WEEKS as i32);
+            for k in 1..=gap {
+                self.cells[Self::slot(self.head + k)] = WeekCell::default();
+            }
+            self.head = week;
+        } else if week <= self.head - WEEKS as i32 {
+            return None;
+        }
+        Some(&mut self.cells[Self::slot(week)])
+    }
+
+    /// The cell for `week` as seen from `head` (zero if not held).
+    pub fn get(&self, week: i32) -> WeekCell {
+        if self.head == NO_DAY || week > self.head || week <= self.head - WEEKS as i32 {
+            WeekCell::default()
+        } else {
+            self.cells[Self::slot(week)]
+        }
+    }
+
+    /// Sum of `f` over weeks `from..=to`.
+    pub fn sum(&self, from: i32, to: i32, f: impl Fn(&WeekCell) -> u32) -> u32 {
+        (from..=to).map(|w| f(&self.get(w))).sum()
+    }
+}
+
+/// A decayed mean of survey answers (exponential weights by event time).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decayed {
+    /// Σ wᵢ·xᵢ as of `day`.
+    pub sum: f64,
+    /// Σ wᵢ as of `day`.
+    pub weight: f64,
+    pub day: i32,
+    pub count: u32,
+}
+
+impl Decayed {
+    fn factor(from: i32, to: i32, half_life: f64) -> f64 {
+        if to <= from {
+            1.0
+        } else {
+            (-((to - from) as f64) / half_life).exp2()
+        }
+    }
+
+    pub fn add(&mut self, day: i32, x: f64, half_life: f64) {
+        if self.count == 0 {
+            self.day = day;
+        }
+        if day >= self.day {
+            let f = Self::factor(self.day, day, half_life);
+            self.sum = self.sum * f + x;
+            self.weight = self.weight * f + 1.0;
+            self.day = day;
+        } else {
+            // A late answer: add it with its own decay relative to `day`.
+            let f = Self::factor(day, self.day, half_life);
+            self.sum += x * f;
+            self.weight += f;
+        }
+        self.count += 1;
+    }
+
+    /// The mean at `day`, shrunk toward `prior` with `prior_weight`.
+    pub fn mean(&self, day: i32, half_life: f64, prior: f64, prior_weight: f64) -> f64 {
+        if self.count == 0 {
+            return prior;
+        }
+        let f = Self::factor(self.day, day, half_life);
+        (self.sum * f + prior * prior_weight) / (self.weight * f + prior_weight)
+    }
+}
+
+/// An open support ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub hash: u32,
+    /// Minutes since the epoch when it was opened (or reopened).
+    pub opened_min: u32,
+    pub priority: Priority,
+    pub escalated: bool,
+}
+
+/// An invoice that failed or is overdue and not yet paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpaid {
+    pub hash: u32,
+    pub failures: u16,
+    /// Days overdue as reported at `overdue_day` (0 if never reported).
+    pub days_overdue: u16,
+    pub overdue_day: i32,
+    pub amount_cents: u64,
+}
+
+/// A manual health override (`health.override`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub band: Option<Band>,
+    pub score: Option<u8>,
+    pub reason: Box<str>,
+    pub by: Option<Box<str>>,
+    pub set_at: Ts,
+    pub expires_at: Ts,
+    /// Id of the event that set it.
+    pub event_id: Box<str>,
+}
+
+/// How an override ended, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideEnd {
+    Active,
+    Expired,
+    Replaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideAudit {
+    pub entry: Override,
+    pub end: OverrideEnd,
+    pub ended_at: Ts,
+}
+
+/// Rarely present parts of an account, boxed to keep the common account small.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub active_override: Option<Override>,
+    /// The last [`AUDIT_KEEP`] overrides that ended, oldest first.
+    pub audit: Vec<OverrideAudit>,
+}
+
+pub const AUDIT_KEEP: usize = 8;
+
+/// Onboarding milestones (bits of [`Account::onboarding`]).
+pub mod milestone {
+    pub const FIRST_USE: u8 = 1;
+    pub const THREE_USERS: u8 = 2;
+    pub const THREE_FEATURES: u8 = 4;
+    pub const ONBOARDED: u8 = 8;
+}
+
+/// Alert and publication state of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertState {
+    pub band: Band,
+    /// An `at_risk` alert was raised and `recovered` has not followed yet.
+    pub at_risk_open: bool,
+    pub last_at_risk_alert: Ts,
+    /// The upsell condition held at the last evaluation.
+    pub upsell_active: bool,
+    pub last_upsell_alert: Ts,
+    /// Last published health: score (rounded), band, override and status.
+    pub published: Option<Published>,
+    /// Score at the end of each of the last [`SCORE_DAYS`] days, by day modulo.
+    pub score_days: [u8; SCORE_DAYS],
+    pub score_head: i32,
+}
+
+impl Default for AlertState {
+    fn default() -> Self {
+        AlertState {
+            band: Band::Neutral,
+            at_risk_open: false,
+            last_at_risk_alert: NEVER,
+            upsell_active: false,
+            last_upsell_alert: NEVER,
+            published: None,
+            score_days: [NO_SCORE; SCORE_DAYS],
+            score_head: NO_DAY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Published {
+    pub score: f64,
+    pub band: Band,
+    /// `set_at` of the override shown, or `NEVER`.
+    pub override_set_at: Ts,
+    pub cancelled: bool,
+    pub scorecard: u16,
+}
+
+impl AlertState {
+    fn slot(day: i32) -> usize {
+        day.rem_euclid(SCORE_DAYS as i32) as usize
+    }
+
+    /// Records the score for `day`, carrying the previous score forward
+    /// over days with no evaluation.
+    pub fn record_score(&mut self, day: i32, score: f64) {
+        let s = score.round().clamp(0.0, 100.0) as u8;
+        if self.score_head != NO_DAY && day > self.score_head {
+            let prev = self.score_days[Self::slot(self.score_head)];
+            let gap = (day - self.score_head).min(SCORE_DAYS as i32);
+            for k in 1..gap {
+                self.score_days[Self::slot(day - gap + k)] = prev;
+            }
+        }
+        if self.score_head == NO_DAY || day >= self.score_head {
+            self.score_days[Self::slot(day)] = s;
+            self.score_head = day;
+        }
+    }
+
+    /// The recorded score of `day`, if held.
+    pub fn score_on(&self, day: i32) -> Option<u8> {
+        if self.score_head == NO_DAY
+            || day > self.score_head
+            || day <= self.score_head - SCORE_DAYS as i32
+        {
+            return None;
+        }
+        match self.score_days[Self::slot(day)] {
+            NO_SCORE => None,
+            s => Some(s),
+        }
+    }
+}
+
+/// Everything the fold knows about one account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: Box<str>,
+    /// Interned labels (0 = none); see `Labels`.
+    pub segment: u16,
+    pub tier: u16,
+    pub owner: u16,
+    pub plan: u16,
+    /// Index of the scorecard in use (0 = default).
+    pub scorecard: u16,
+    pub first_seen: Ts,
+    pub subscribed_at: Ts,
+    pub cancelled_at: Ts,
+    pub last_eval: Ts,
+    pub last_activity: Ts,
+    /// Users seen: `(hash << 32) | last active day`, sorted by hash.
+    pub users: Vec<u64>,
+    /// Features used: `(hash, last day, count)`, sorted by hash.
+    pub features: Vec<(u32, i32, u32)>,
+    pub weeks: WeekRing,
+    pub seats_licensed: u32,
+    pub tickets_total: u32,
+    pub open_tickets: Vec<Ticket>,
+    /// Mean hours to resolve, and how many resolutions it averages.
+    pub resolve_hours: f64,
+    pub resolved: u32,
+    pub ticket_csat: Decayed,
+    pub mrr_cents: u64,
+    /// MRR changes `(day, mrr after)` of the last 90 days, plus the last one
+    /// before them, oldest first.
+    pub mrr_history: Vec<(i32, u64)>,
+    pub unpaid: Vec<Unpaid>,
+    pub payments_failed_total: u32,
+    pub renews_at: Ts,
+    pub nps: Decayed,
+    pub last_nps: Option<(u8, i32)>,
+    pub csat: Decayed,
+    pub ces: Decayed,
+    pub onboarding: u8,
+    pub touchpoints: u32,
+    pub last_touchpoint: Ts,
+    pub extras: Option<Box<Extras>>,
+    pub alert: AlertState,
+    /// The next time this account must be re-scored without new events.
+    pub timer_due: Ts,
+}
+
+/// Counters the shell turns into metrics: limits that dropped data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitHits {
+    pub users_evicted: u64,
+    pub features_evicted: u64,
+    pub tickets_evicted: u64,
+    pub invoices_evicted: u64,
+    pub labels_ignored: u64,
+    pub too_old_for_window: u64,
+}
+
+impl Account {
+    pub fn new(id: &str, time: Ts) -> Self {
+        Account {
+            id: id.into(),
+            segment: 0,
+            tier: 0,
+            owner: 0,
+            plan: 0,
+            scorecard: 0,
+            first_seen: time,
+            subscribed_at: NEVER,
+            cancelled_at: NEVER,
+            last_eval: NEVER,
+            last_activity: NEVER,
+            users: Vec::new(),
+            features: Vec::new(),
+            weeks: WeekRing::default(),
+            seats_licensed: 0,
+            tickets_total: 0,
+            open_tickets: Vec::new(),
+            resolve_hours: 0.0,
+            resolved: 0,
+            ticket_csat: Decayed::default(),
+            mrr_cents: 0,
+            mrr_history: Vec::new(),
+            unpaid: Vec::new(),
+            payments_failed_total: 0,
+            renews_at: NEVER,
+            nps: Decayed::default(),
+            last_nps: None,
+            csat: Decayed::default(),
+            ces: Decayed::default(),
+            onboarding: 0,
+            touchpoints: 0,
+            last_touchpoint: NEVER,
+            extras: None,
+            alert: AlertState::default(),
+            timer_due: NEVER,
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled_at != NEVER
+    }
+
+    pub fn active_override(&self) -> Option<&Override> {
+        self.extras.as_ref().and_then(|e| e.active_override.as_ref())
+    }
+
+    /// Distinct users active on or after `since_day`.
+    pub fn active_users_since(&self, since_day: i32) -> u32 {
+        self.users
+            .iter()
+            .filter(|&&u| (u as u32 as i32) >= since_day)
+            .count() as u32
+    }
+
+    /// Distinct features used on or after `since_day`.
+    pub fn features_since(&self, since_day: i32) -> u32 {
+        self.features
+            .iter()
+            .filter(|f| f.1 >= since_day)
+            .count() as u32
+    }
+
+    /// The MRR in effect on `day` (from the change history).
+    pub fn mrr_on(&self, day: i32) -> u64 {
+        let mut v = None;
+        for &(d, m) in &self.mrr_history {
+            if d <= day {
+                v = Some(m);
+            } else {
+                break;
+            }
+        }
+        // Before the first known change: the first value known.
+        v.or_else(|| self.mrr_history.first().map(|h| h.1))
+            .unwrap_or(self.mrr_cents)
+    }
+
+    /// Current days overdue at `day` (worst unpaid invoice).
+    pub fn days_overdue(&self, day: i32) -> u32 {
+        self.unpaid
+            .iter()
+            .filter(|u| u.overdue_day != NO_DAY)
+            .map(|u| u.days_overdue as u32 + (day - u.overdue_day).max(0) as u32)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn unpaid_failures(&self) -> u32 {
+        self.unpaid.iter().map(|u| u.failures as u32).sum()
+    }
+
+    fn touch_user(&mut self, user: &str, day: i32, limits: &Limits, hits: &mut LimitHits) {
+        let h = hash32(user) as u64;
+        let week = week_of(day as Ts * MS_PER_DAY);
+        let pos = self.users.binary_search_by(|&u| (u >> 32).cmp(&h));
+        let newly_active_this_week = match pos {
+            Ok(i) => {
+                let last = self.users[i] as u32 as i32;
+                if day > last {
+                    self.users[i] = (h << 32) | (day as u32 as u64);
+                }
+                week_of(last as Ts * MS_PER_DAY) < week && day > last
+            }
+            Err(i) => {
+                if self.users.len() >= limits.max_users as usize {
+                    // Evict the least recently seen user (lowest hash on ties).
+                    let (victim, _) = self
+                        .users
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, &u)| (u as u32 as i32, u >> 32))
+                        .expect("users is not empty at the cap");
+                    self.users.remove(victim);
+                    hits.users_evicted += 1;
+                    let i = self
+                        .users
+                        .binary_search_by(|&u| (u >> 32).cmp(&h))
+                        .unwrap_err();
+                    self.users.insert(i, (h << 32) | (day as u32 as u64));
+                } else {
+                    self.users.insert(i, (h << 32) | (day as u32 as u64));
+                }
+                true
+            }
+        };
+        if newly_active_this_week {
+            if let Some(c) = self.weeks.cell_mut(week) {
+                c.wau = c.wau.saturating_add(1);
+            }
+        }
+    }
+
+    fn touch_feature(
+        &mut self,
+        feature: &str,
+        day: i32,
+        count: u32,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
+        let h = hash32(feature);
+        match self.features.binary_search_by(|f| f.0.cmp(&h)) {
+            Ok(i) => {
+                let f = &mut self.features[i];
+                f.1 = f.1.max(day);
+                f.2 = f.2.saturating_add(count);
+            }
+            Err(i) => {
+                if self.features.len() >= limits.max_features as usize {
+                    let (victim, _) = self
+                        .features
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, f)| (f.1, f.0))
+                        .expect("features is not empty at the cap");
+                    self.features.remove(victim);
+                    hits.features_evicted += 1;
+                    let i = self
+                        .features
+                        .binary_search_by(|f| f.0.cmp(&h))
+                        .unwrap_err();
+                    self.features.insert(i, (h, day, count));
+                } else {
+                    self.features.insert(i, (h, day, count));
+                }
+            }
+        }
+    }
+
+    fn add_activity(&mut self, time: Ts, n: u32, hits: &mut LimitHits) {
+        match self.weeks.cell_mut(week_of(time)) {
+            Some(c) => c.activity = c.activity.saturating_add(n),
+            None => hits.too_old_for_window += 1,
+        }
+        if time > self.last_activity {
+            self.last_activity = time;
+        }
+        self.onboarding |= milestone::FIRST_USE;
+    }
+
+    fn week_cell(&mut self, time: Ts, hits: &mut LimitHits) -> Option<&mut WeekCell> {
+        let c = self.weeks.cell_mut(week_of(time));
+        if c.is_none() {
+            hits.too_old_for_window += 1;
+        }
+        c
+    }
+
+    fn set_mrr(&mut self, day: i32, mrr: u64) {
+        if self.mrr_history.is_empty() && self.mrr_cents != mrr {
+            // Remember what it was before the first change we see.
+            self.mrr_history.push((day - 1, self.mrr_cents));
+        }
+        self.mrr_cents = mrr;
+        match self.mrr_history.last_mut() {
+            Some(last) if last.0 == day => last.1 = mrr,
+            _ => self.mrr_history.push((day, mrr)),
+        }
+        // Keep 90 days plus the last change before them.
+        let cutoff = day - 90;
+        while self.mrr_history.len() >= 2 && self.mrr_history[1].0 <= cutoff {
+            self.mrr_history.remove(0);
+        }
+    }
+
+    fn unpaid_mut(
+        &mut self,
+        invoice: &str,
+        amount_cents: u64,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) -> &mut Unpaid {
+        let h = hash32(invoice);
+        let i = match self.unpaid.iter().position(|u| u.hash == h) {
+            Some(i) => i,
+            None => {
+                if self.unpaid.len() >= limits.max_unpaid_invoices as usize {
+                    self.unpaid.remove(0);
+                    hits.invoices_evicted += 1;
+                }
+                self.unpaid.push(Unpaid {
+                    hash: h,
+                    failures: 0,
+                    days_overdue: 0,
+                    overdue_day: NO_DAY,
+                    amount_cents,
+                });
+                self.unpaid.len() - 1
+            }
+        };
+        &mut self.unpaid[i]
+    }
+
+    fn open_ticket(&mut self, ticket: &str, time: Ts, priority: Priority, limits: &Limits, hits: &mut LimitHits) {
+        let h = hash32(ticket);
+        if self.open_tickets.iter().any(|t| t.hash == h) {
+            return;
+        }
+        if self.open_tickets.len() >= limits.max_open_tickets as usize {
+            self.open_tickets.remove(0);
+            hits.tickets_evicted += 1;
+        }
+        self.open_tickets.push(Ticket {
+            hash: h,
+            opened_min: (time.max(0) / MS_PER_MIN).min(u32::MAX as i64) as u32,
+            priority,
+            escalated: false,
+        });
+    }
+
+    /// Applies an event's facts to the state. Labels (segment, plan, …) are
+    /// interned by the caller and passed in `labels`.
+    pub fn apply(
+        &mut self,
+        time: Ts,
+        kind: &EventKind<'_>,
+        labels: &AppliedLabels,
+        cfg: &super::config::ModelConfig,
+        hits: &mut LimitHits,
+    ) {
+        let limits = &cfg.limits;
+        let day = day_of(time);
+        let half_life = cfg.factors.survey_half_life_days;
+        match kind {
+            EventKind::Login { user_id } => {
+                self.touch_user(user_id, day, limits, hits);
+                self.add_activity(time, 1, hits);
+                self.update_onboarding(day);
+            }
+            EventKind::Feature {
+                user_id,
+                feature,
+                count,
+            } => {
+                self.touch_user(user_id, day, limits, hits);
+                self.touch_feature(feature, day, *count, limits, hits);
+                self.add_activity(time, *count, hits);
+                self.update_onboarding(day);
+            }
+            EventKind::TicketOpened {
+                ticket_id,
+                priority,
+            } => {
+                self.tickets_total = self.tickets_total.saturating_add(1);
+                if let Some(c) = self.week_cell(time, hits) {
+                    c.tickets = c.tickets.saturating_add(1);
+                }
+                self.open_ticket(ticket_id, time, *priority, limits, hits);
+            }
+            EventKind::TicketEscalated { ticket_id } => {
+                if let Some(c) = self.week_cell(time, hits) {
+                    c.escalations = c.escalations.saturating_add(1);
+                }
+                let h = hash32(ticket_id);
+                if let Some(t) = self.open_tickets.iter_mut().find(|t| t.hash == h) {
+                    t.escalated = true;
+                    // An escalated ticket counts at least as high priority.
+                    t.priority = t.priority.max(Priority::High);
+                }
+            }
+            EventKind::TicketResolved { ticket_id, csat } => {
+                let h = hash32(ticket_id);
+                if let Some(i) = self.open_tickets.iter().position(|t| t.hash == h) {
+                    let t = self.open_tickets.remove(i);
+                    let opened = t.opened_min as Ts * MS_PER_MIN;
+                    let hours = ((time - opened).max(0) as f64) / MS_PER_HOUR as f64;
+                    self.resolved = self.resolved.saturating_add(1);
+                    // Running mean over the last ~20 resolutions.
+                    let n = self.resolved.min(20) as f64;
+                    self.resolve_hours += (hours - self.resolve_hours) / n;
+                }
+                if let Some(c) = csat {
+                    self.ticket_csat.add(day, *c as f64, half_life);
+                }
+            }
+            EventKind::TicketReopened { ticket_id } => {
+                if let Some(c) = self.week_cell(time, hits) {
+                    c.reopens = c.reopens.saturating_add(1);
+                }
+                // The priority of a resolved ticket is not kept: a reopened
+                // ticket counts as normal unless it is still open.
+                self.open_ticket(ticket_id, time, Priority::Normal, limits, hits);
+            }
+            EventKind::SubscriptionStarted {
+                mrr_cents,
+                seats,
+                renews_at,
+                ..
+            } => {
+                self.subscribed_at = time;
+                self.cancelled_at = NEVER;
+                self.set_mrr(day, *mrr_cents);
+                self.seats_licensed = *seats;
+                self.renews_at = renews_at.unwrap_or(NEVER);
+                self.plan = labels.plan.unwrap_or(self.plan);
+            }
+            EventKind::SubscriptionChanged {
+                mrr_cents, seats, ..
+            } => {
+                self.set_mrr(day, *mrr_cents);
+                self.seats_licensed = *seats;
+                self.plan = labels.plan.unwrap_or(self.plan);
+            }
+            EventKind::SubscriptionRenewed {
+                renews_at,
+                mrr_cents,
+            } => {
+                if let Some(m) = mrr_cents {
+                    self.set_mrr(day, *m);
+                }
+                self.renews_at = renews_at.unwrap_or(NEVER);
+            }
+            EventKind::SubscriptionCancelled { .. } => {
+                self.cancelled_at = time;
+            }
+            EventKind::InvoicePaid { invoice_id, .. } => {
+                let h = hash32(invoice_id);
+                self.unpaid.retain(|u| u.hash != h);
+            }
+            EventKind::InvoicePaymentFailed {
+                invoice_id,
+                amount_cents,
+                ..
+            } => {
+                self.payments_failed_total = self.payments_failed_total.saturating_add(1);
+                let u = self.unpaid_mut(invoice_id, *amount_cents, limits, hits);
+                u.failures = u.failures.saturating_add(1);
+            }
+            EventKind::InvoiceOverdue {
+                invoice_id,
+                amount_cents,
+                days_overdue,
+            } => {
+                let u = self.unpaid_mut(invoice_id, *amount_cents, limits, hits);
+                u.days_overdue = (*days_overdue).min(u16::MAX as u32) as u16;
+                u.overdue_day = day;
+            }
+            EventKind::SurveyNps { score, .. } => {
+                self.nps.add(day, *score as f64, half_life);
+                if self.last_nps.is_none_or(|(_, d)| day >= d) {
+                    self.last_nps = Some((*score, day));
+                }
+            }
+            EventKind::SurveyCsat { score, .. } => self.csat.add(day, *score as f64, half_life),
+            EventKind::SurveyCes { score, .. } => self.ces.add(day, *score as f64, half_life),
+            EventKind::AccountUpdated { seats_licensed, .. } => {
+                if let Some(s) = labels.segment {
+                    self.segment = s;
+                }
+                if let Some(t) = labels.tier {
+                    self.tier = t;
+                }
+                if let Some(o) = labels.owner {
+                    self.owner = o;
+                }
+                if let Some(n) = seats_licensed {
+                    self.seats_licensed = *n;
+                }
+            }
+            EventKind::Touchpoint { kind, .. } => {
+                self.touchpoints = self.touchpoints.saturating_add(1);
+                self.last_touchpoint = self.last_touchpoint.max(time);
+                if matches!(kind.as_ref(), "onboarding_call" | "training" | "onboarding") {
+                    self.onboarding |= milestone::ONBOARDED;
+                }
+            }
+            EventKind::HealthOverride { .. } | EventKind::AlertFeedback { .. } => {
+                // Handled by the partition (they need the event id / stats).
+            }
+        }
+    }
+
+    fn update_onboarding(&mut self, day: i32) {
+        if self.onboarding & milestone::THREE_USERS == 0 && self.active_users_since(day - 27) >= 3 {
+            self.onboarding |= milestone::THREE_USERS;
+        }
+        if self.onboarding & milestone::THREE_FEATURES == 0 && self.features_since(day - 27) >= 3 {
+            self.onboarding |= milestone::THREE_FEATURES;
+        }
+    }
+
+    /// Sets a new override, moving any active one to the audit trail.
+    pub fn set_override(&mut self, o: Override) {
+        let ex = self.extras.get_or_insert_with(Default::default);
+        if let Some(prev) = ex.active_override.take() {
+            push_audit(ex, prev, OverrideEnd::Replaced, o.set_at);
+        }
+        ex.active_override = Some(o);
+    }
+
+    /// Drops an override whose time has come. Returns whether one expired.
+    pub fn expire_override(&mut self, now: Ts) -> bool {
+        let Some(ex) = self.extras.as_mut() else {
+            return false;
+        };
+        match &ex.active_override {
+            Some(o) if o.expires_at <= now => {
+                let o = ex.active_override.take().expect("checked above");
+                let at = o.expires_at;
+                push_audit(ex, o, OverrideEnd::Expired, at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets users and features not seen for 28 days (they no longer
+    /// count anywhere), so state shrinks back when activity stops.
+    pub fn prune(&mut self, day: i32) {
+        let cutoff = day - 35;
+        self.users.retain(|&u| (u as u32 as i32) >= cutoff);
+        self.features.retain(|f| f.1 >= cutoff);
+    }
+}
+
+fn push_audit(ex: &mut Extras, entry: Override, end: OverrideEnd, ended_at: Ts) {
+    if ex.audit.len() >= AUDIT_KEEP {
+        ex.audit.remove(0);
+    }
+    ex.audit.push(OverrideAudit {
+        entry,
+        end,
+        ended_at,
+    });
+}
+
+/// Labels of an event, already interned by the partition (None = not in
+/// the event, or ignored at the label limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppliedLabels {
+    pub segment: Option<u16>,
+    pub tier: Option<u16>,
+    pub owner: Option<u16>,
+    pub plan: Option<u16>,
+}

@@ -1,0 +1,692 @@
+//! The fold: one partition's accounts, event-time timers, duplicate memory
+//! and alert rules. `Partition::apply` takes an event and returns (into
+//! `out`) the signals it caused; `Partition::advance` moves time for a
+//! clock tick. Pure and deterministic: the same sequence of calls gives the
+//! same signals and state, byte for byte.
+//!
+//! Ordering rules (docs/MODEL.md, "Time"):
+//! - An account is scored at `max(event time, its last scoring time)`.
+//! - The partition's watermark is the newest event time minus the allowed
+//!   lateness. An event older than the watermark is *late*: still applied
+//!   (its facts land in the windows that still hold its time) and counted.
+//! - Each account has one pending timer. It fires when the watermark passes
+//!   it, or just before that account's next event if that is later than
+//!   the timer — so an account's outputs do not depend on how other
+//!   accounts' events interleave with its own, unless events are late.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet, HashTable};
+
+use super::account::{
+    hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER,
+};
+use super::config::{ModelConfig, Scorecard};
+use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
+use super::score::{self, evaluate, next_band, round1, Evaluation, Factor};
+use super::signal::{Alert, AlertKind, CausedBy, Health, OverrideView, Signal, UpsellSignal};
+use super::time::{day_of, Ts, MS_PER_DAY, MS_PER_HOUR};
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Applied,
+    /// Applied, but older than the watermark.
+    Late,
+    /// A repeated id for the same account: ignored.
+    Duplicate,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Applied, Outcome::Late, Outcome::Duplicate];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Late => "late",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Counters kept by the fold, for metrics and summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events by type (index into `TYPE_NAMES`) and outcome.
+    pub events: [[u64; 3]; TYPE_NAMES.len()],
+    pub alerts: [u64; 3],
+    /// Feedback by alert kind (`AlertKind` order, then unknown) and verdict.
+    pub feedback: [[u64; 3]; 4],
+    pub health_published: u64,
+    pub timers_fired: u64,
+    pub limits: LimitHits,
+    pub dedup_forgotten_early: u64,
+    pub at_risk_suppressed_by_cooldown: u64,
+}
+
+impl Stats {
+    /// Measured precision of an alert kind from feedback: verdicts `useful`
+    /// and `already_known` count as correct, `false_positive` as wrong.
+    pub fn precision(&self, kind: AlertKind) -> Option<f64> {
+        let f = self.feedback[kind as usize];
+        let total = f[0] + f[1] + f[2];
+        (total > 0).then(|| (f[0] + f[2]) as f64 / total as f64)
+    }
+}
+
+/// Interned short strings (segment, tier, owner, plan). Index 0 = none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    pub names: Vec<Box<str>>,
+    index: HashMap<Box<str>, u16>,
+}
+
+impl Labels {
+    pub fn get(&self, i: u16) -> Option<&str> {
+        if i == 0 {
+            None
+        } else {
+            self.names.get(i as usize - 1).map(|s| &**s)
+        }
+    }
+
+    pub fn intern(&mut self, s: &str, max: u32) -> Option<u16> {
+        if let Some(&i) = self.index.get(s) {
+            return Some(i);
+        }
+        if self.names.len() >= max as usize {
+            return None;
+        }
+        self.names.push(s.into());
+        let i = self.names.len() as u16;
+        self.index.insert(s.into(), i);
+        Some(i)
+    }
+
+    pub fn from_names(names: Vec<Box<str>>) -> Self {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), (i + 1) as u16))
+            .collect();
+        Labels { names, index }
+    }
+}
+
+/// Remembered event ids: `(hash of account id and event id)` with event
+/// time, forgotten when the watermark passes `time + window`, or oldest
+/// first beyond the cap.
+#[derive(Debug, Clone, Default)]
+pub struct Dedup {
+    pub set: HashSet<u64>,
+    pub order: VecDeque<(u64, Ts)>,
+}
+
+impl PartialEq for Dedup {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+    }
+}
+
+/// The resolved model: scorecards by index and the version string.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub cfg: ModelConfig,
+    /// 0 = default, then `cfg.segments` in name order.
+    pub cards: Vec<(String, Scorecard)>,
+    /// `version+hash` of the whole model config.
+    pub id: Arc<str>,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Self {
+        let mut cards = vec![("default".to_string(), cfg.scorecard)];
+        for (name, patch) in &cfg.segments {
+            cards.push((name.clone(), patch.apply(&cfg.scorecard)));
+        }
+        // Debug output of the config is deterministic (ordered maps, fixed
+        // float formatting), so its hash identifies the scoring config.
+        let h = hash64(&format!("{cfg:?}"));
+        let id = format!("{}+{:08x}", cfg.version, (h >> 32) as u32).into();
+        Model { cfg, cards, id }
+    }
+
+    fn card_for(&self, segment: Option<&str>, tier: Option<&str>) -> u16 {
+        let find = |n: Option<&str>| {
+            n.and_then(|n| self.cards.iter().skip(1).position(|(c, _)| c == n))
+                .map(|i| (i + 1) as u16)
+        };
+        find(segment).or_else(|| find(tier)).unwrap_or(0)
+    }
+}
+
+/// One partition's state: everything the fold depends on.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub model: Arc<Model>,
+    pub accounts: Vec<Account>,
+    index: HashTable<u32>,
+    pub labels: Labels,
+    pub dedup: Dedup,
+    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    queued: Vec<Ts>,
+    /// Newest event time seen (or ticked to).
+    pub max_time: Ts,
+    pub stats: Stats,
+}
+
+impl PartialEq for Partition {
+    /// Two partitions are equal when everything that affects future outputs
+    /// is (timer queues are derived from `Account::timer_due`).
+    fn eq(&self, o: &Self) -> bool {
+        self.model.id == o.model.id
+            && self.accounts == o.accounts
+            && self.labels == o.labels
+            && self.dedup == o.dedup
+            && self.max_time == o.max_time
+            && self.stats == o.stats
+    }
+}
+
+fn account_hash(id: &str) -> u64 {
+    hash64(id)
+}
+
+impl Partition {
+    pub fn new(model: Arc<Model>) -> Self {
+        Partition {
+            model,
+            accounts: Vec::new(),
+            index: HashTable::new(),
+            labels: Labels::default(),
+            dedup: Dedup::default(),
+            timers: BinaryHeap::new(),
+            queued: Vec::new(),
+            max_time: NEVER,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Rebuilds a partition from restored parts (snapshot restore).
+    pub fn from_parts(
+        model: Arc<Model>,
+        accounts: Vec<Account>,
+        labels: Labels,
+        dedup: Dedup,
+        max_time: Ts,
+        stats: Stats,
+    ) -> Self {
+        let mut p = Partition::new(model);
+        p.labels = labels;
+        p.dedup = dedup;
+        p.max_time = max_time;
+        p.stats = stats;
+        for acc in accounts {
+            let idx = p.accounts.len() as u32;
+            let h = account_hash(&acc.id);
+            let accs = &p.accounts;
+            p.index
+                .insert_unique(h, idx, |&i| account_hash(&accs[i as usize].id));
+            p.accounts.push(acc);
+            p.queued.push(Ts::MAX);
+            p.schedule(idx as usize);
+        }
+        p
+    }
+
+    pub fn watermark(&self) -> Ts {
+        self.max_time
+            .saturating_sub(self.model.cfg.allowed_lateness_secs as i64 * 1000)
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        let h = account_hash(id);
+        self.index
+            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .map(|&i| &self.accounts[i as usize])
+    }
+
+    /// The index of an account in `accounts` (arrival order).
+    pub fn account_index(&self, id: &str) -> Option<usize> {
+        let h = account_hash(id);
+        self.index
+            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .map(|&i| i as usize)
+    }
+
+    pub fn label(&self, i: u16) -> Option<&str> {
+        self.labels.get(i)
+    }
+
+    fn lookup_or_create(&mut self, id: &str, h: u64, time: Ts) -> usize {
+        let accs = &self.accounts;
+        if let Some(&i) = self.index.find(h, |&i| &*accs[i as usize].id == id) {
+            return i as usize;
+        }
+        let idx = self.accounts.len() as u32;
+        self.accounts.push(Account::new(id, time));
+        self.queued.push(Ts::MAX);
+        let accs = &self.accounts;
+        self.index
+            .insert_unique(h, idx, |&i| account_hash(&accs[i as usize].id));
+        idx as usize
+    }
+
+    /// Remembers `key`; false if it was already there.
+    fn remember(&mut self, key: u64, time: Ts) -> bool {
+        if !self.dedup.set.insert(key) {
+            return false;
+        }
+        self.dedup.order.push_back((key, time));
+        let window = self.model.cfg.limits.dedup_window_hours as i64 * MS_PER_HOUR;
+        let horizon = self.watermark().saturating_sub(window);
+        let cap = self.model.cfg.limits.dedup_max_ids as usize;
+        while let Some(&(k, t)) = self.dedup.order.front() {
+            let over = self.dedup.order.len() > cap;
+            if t < horizon || over {
+                if over && t >= horizon {
+                    self.stats.dedup_forgotten_early += 1;
+                }
+                self.dedup.order.pop_front();
+                self.dedup.set.remove(&k);
+            } else {
+                break;
+            }
+        }
+        true
+    }
+
+    fn schedule(&mut self, idx: usize) {
+        let due = self.accounts[idx].timer_due;
+        if due != NEVER && due < self.queued[idx] {
+            self.timers.push(Reverse((due, idx as u32)));
+            self.queued[idx] = due;
+        }
+    }
+
+    /// Fires every timer due at or before `upto`, in (time, account) order.
+    fn fire_due(&mut self, upto: Ts, out: &mut Vec<Signal>) {
+        while let Some(&Reverse((t, idx))) = self.timers.peek() {
+            if t > upto {
+                break;
+            }
+            self.timers.pop();
+            let idx = idx as usize;
+            if self.queued[idx] != t {
+                continue; // superseded entry
+            }
+            self.queued[idx] = Ts::MAX;
+            let due = self.accounts[idx].timer_due;
+            if due != NEVER && due <= t {
+                self.stats.timers_fired += 1;
+                self.score(idx, t, CausedBy::Timer(t), out);
+            } else {
+                self.schedule(idx);
+            }
+        }
+    }
+
+    /// Fires the account's own timers that fall before `time`.
+    fn fire_own(&mut self, idx: usize, time: Ts, out: &mut Vec<Signal>) {
+        loop {
+            let due = self.accounts[idx].timer_due;
+            if due == NEVER || due > time {
+                break;
+            }
+            self.stats.timers_fired += 1;
+            self.score(idx, due, CausedBy::Timer(due), out);
+        }
+    }
+
+    /// Moves time to `now` (a clock tick): fires timers the watermark passes.
+    pub fn advance(&mut self, now: Ts, out: &mut Vec<Signal>) {
+        if now > self.max_time {
+            self.max_time = now;
+        }
+        let wm = self.watermark();
+        self.fire_due(wm, out);
+    }
+
+    /// Folds one event. Signals it caused (and timers it let fire) are
+    /// appended to `out`.
+    pub fn apply(&mut self, ev: &Event<'_>, out: &mut Vec<Signal>) -> Outcome {
+        let h = account_hash(&ev.account_id);
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(ev.id.as_bytes(), h);
+        let ti = ev.kind.type_index();
+        if !self.remember(key, ev.time) {
+            self.stats.events[ti][Outcome::Duplicate as usize] += 1;
+            return Outcome::Duplicate;
+        }
+        let outcome = if self.max_time != NEVER && ev.time < self.watermark() {
+            Outcome::Late
+        } else {
+            Outcome::Applied
+        };
+        self.stats.events[ti][outcome as usize] += 1;
+        if ev.time > self.max_time {
+            self.max_time = ev.time;
+        }
+        let idx = self.lookup_or_create(&ev.account_id, h, ev.time);
+        self.fire_own(idx, ev.time, out);
+
+        let max_labels = self.model.cfg.limits.max_labels;
+        let mut labels = AppliedLabels::default();
+        let mut rescore = true;
+        match &ev.kind {
+            EventKind::AccountUpdated {
+                segment,
+                tier,
+                owner,
+                ..
+            } => {
+                let mut intern = |s: &Option<std::borrow::Cow<'_, str>>| {
+                    s.as_ref().and_then(|s| {
+                        let r = self.labels.intern(s, max_labels);
+                        if r.is_none() {
+                            self.stats.limits.labels_ignored += 1;
+                        }
+                        r
+                    })
+                };
+                labels.segment = intern(segment);
+                labels.tier = intern(tier);
+                labels.owner = intern(owner);
+            }
+            EventKind::SubscriptionStarted { plan, .. }
+            | EventKind::SubscriptionChanged { plan, .. } => {
+                labels.plan = self.labels.intern(plan, max_labels);
+                if labels.plan.is_none() {
+                    self.stats.limits.labels_ignored += 1;
+                }
+            }
+            EventKind::HealthOverride {
+                band,
+                score,
+                reason,
+                expires_at,
+                by,
+            } => {
+                self.accounts[idx].set_override(Override {
+                    band: *band,
+                    score: *score,
+                    reason: reason.as_ref().into(),
+                    by: by.as_ref().map(|b| b.as_ref().into()),
+                    set_at: ev.time,
+                    expires_at: *expires_at,
+                    event_id: ev.id.as_ref().into(),
+                });
+            }
+            EventKind::AlertFeedback { alert_id, verdict, .. } => {
+                let k = AlertKind::of_alert_id(alert_id).map_or(3, |k| k as usize);
+                let v = match verdict {
+                    Verdict::Useful => 0,
+                    Verdict::FalsePositive => 1,
+                    Verdict::AlreadyKnown => 2,
+                };
+                self.stats.feedback[k][v] += 1;
+                rescore = false;
+            }
+            _ => {}
+        }
+        let cfg = &self.model.cfg;
+        let acc = &mut self.accounts[idx];
+        acc.apply(ev.time, &ev.kind, &labels, cfg, &mut self.stats.limits);
+        if matches!(ev.kind, EventKind::AccountUpdated { .. }) {
+            let seg = self.labels.get(acc.segment);
+            let tier = self.labels.get(acc.tier);
+            acc.scorecard = self.model.card_for(seg, tier);
+        }
+        if rescore {
+            let now = ev.time.max(self.accounts[idx].last_eval);
+            self.score(idx, now, CausedBy::Event(ev.id.to_string()), out);
+        }
+        let wm = self.watermark();
+        self.fire_due(wm, out);
+        outcome
+    }
+
+    /// Scores account `idx` at `now`, applies the alert rules, publishes
+    /// health if it changed materially, and sets the next timer.
+    fn score(&mut self, idx: usize, now: Ts, cause: CausedBy, out: &mut Vec<Signal>) {
+        let model = Arc::clone(&self.model);
+        let cfg = &model.cfg;
+        let rules = &cfg.alerts;
+        let acc = &mut self.accounts[idx];
+        acc.expire_override(now);
+        let day = day_of(now);
+        acc.prune(day);
+        let sc = &model.cards[acc.scorecard as usize].1;
+        let ev = evaluate(acc, now, sc, cfg);
+        let first = acc.last_eval == NEVER;
+        let old_band = acc.alert.band;
+        let band = next_band((!first).then_some(old_band), ev.score, ev.hard.is_some(), sc);
+
+        // Highest score of the last `sharp_drop_days` days (today included).
+        let peak = (day - rules.sharp_drop_days as i32..=day)
+            .filter_map(|d| acc.alert.score_on(d))
+            .max();
+        let trend_30d = acc
+            .alert
+            .score_on(day - 30)
+            .map_or(0.0, |s| round1(ev.score - s as f64));
+        acc.alert.record_score(day, ev.score);
+
+        let score_out = round1(ev.score);
+        let mut alerts: Vec<(AlertKind, &'static str, Vec<UpsellSignal>)> = Vec::new();
+        if !acc.is_cancelled() {
+            let cooldown = rules.at_risk_cooldown_days as i64 * MS_PER_DAY;
+            let cooled = acc.alert.last_at_risk_alert == NEVER
+                || now - acc.alert.last_at_risk_alert >= cooldown;
+            let entered = band == Band::AtRisk && (first || old_band != Band::AtRisk);
+            let dropped = band != Band::AtRisk
+                && peak.is_some_and(|p| p as f64 - ev.score >= rules.sharp_drop_points);
+            if (entered || dropped) && !acc.alert.at_risk_open {
+                if cooled {
+                    let reason = if entered {
+                        ev.hard.map_or("entered_band", |h| h.name())
+                    } else {
+                        "sharp_drop"
+                    };
+                    alerts.push((AlertKind::AtRisk, reason, Vec::new()));
+                    acc.alert.at_risk_open = true;
+                    acc.alert.last_at_risk_alert = now;
+                } else if entered {
+                    self.stats.at_risk_suppressed_by_cooldown += 1;
+                }
+            } else if acc.alert.at_risk_open
+                && (band == Band::Healthy || (band == Band::Neutral && old_band == Band::AtRisk))
+            {
+                alerts.push((AlertKind::Recovered, "left_band", Vec::new()));
+                acc.alert.at_risk_open = false;
+            }
+            let signals = upsell_signals(&ev, acc, day, cfg);
+            let cond = band == Band::Healthy && signals.len() as u32 >= rules.upsell_min_signals;
+            let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
+            if cond
+                && !acc.alert.upsell_active
+                && (acc.alert.last_upsell_alert == NEVER
+                    || now - acc.alert.last_upsell_alert >= up_cool)
+            {
+                alerts.push((AlertKind::UpsellOpportunity, "expansion_signals", signals));
+                acc.alert.last_upsell_alert = now;
+            }
+            acc.alert.upsell_active = cond;
+        } else {
+            acc.alert.at_risk_open = false;
+            acc.alert.upsell_active = false;
+        }
+        acc.alert.band = band;
+        acc.last_eval = now;
+
+        let ov = acc.active_override().map(|o| OverrideView {
+            band: o.band,
+            score: o.score,
+            reason: o.reason.to_string(),
+            by: o.by.as_ref().map(|b| b.to_string()),
+            set_at: o.set_at,
+            expires_at: o.expires_at,
+        });
+        let ov_set = ov.as_ref().map_or(NEVER, |o| o.set_at);
+        let cancelled = acc.is_cancelled();
+        let material = match acc.alert.published {
+            None => true,
+            Some(p) => {
+                p.band != band
+                    || (p.score - score_out).abs() >= rules.publish_min_delta
+                    || p.override_set_at != ov_set
+                    || p.cancelled != cancelled
+                    || p.scorecard != acc.scorecard
+            }
+        };
+        let need_drivers = material || !alerts.is_empty();
+        let drivers = if need_drivers {
+            score::drivers(&ev, 5)
+        } else {
+            Vec::new()
+        };
+        for (kind, reason, signals) in alerts {
+            let alert_id = alert_id(kind, &acc.id, now, &cause);
+            self.stats.alerts[kind as usize] += 1;
+            out.push(Signal::Alert(Alert {
+                alert_id,
+                kind,
+                account_id: acc.id.to_string(),
+                time: now,
+                score: score_out,
+                previous_band: old_band,
+                band,
+                drivers: if kind == AlertKind::UpsellOpportunity {
+                    Vec::new()
+                } else {
+                    drivers.clone()
+                },
+                signals,
+                caused_by: cause.clone(),
+                reason,
+                scorecard: Arc::clone(&model.id),
+            }));
+        }
+        if material {
+            acc.alert.published = Some(Published {
+                score: score_out,
+                band,
+                override_set_at: ov_set,
+                cancelled,
+                scorecard: acc.scorecard,
+            });
+            self.stats.health_published += 1;
+            let mut components = ev.components;
+            for c in &mut components {
+                *c = round1(*c);
+            }
+            out.push(Signal::Health(Health {
+                account_id: acc.id.to_string(),
+                time: now,
+                score: score_out,
+                band,
+                components,
+                trend_30d,
+                segment: self.labels.get(acc.segment).map(str::to_string),
+                drivers,
+                override_: ov,
+                scorecard: Arc::clone(&model.id),
+                cancelled,
+                caused_by: cause,
+            }));
+        }
+
+        // Next timer: periodic re-scoring, the moment silence becomes a
+        // trigger, the renewal warning, override expiry.
+        acc.timer_due = if cancelled {
+            NEVER
+        } else {
+            let mut due = now + rules.reevaluate_every_hours as i64 * MS_PER_HOUR;
+            let mut consider = |t: Ts| {
+                if t > now && t < due {
+                    due = t;
+                }
+            };
+            if rules.silent_days > 0 {
+                let since = if acc.last_activity == NEVER {
+                    acc.first_seen
+                } else {
+                    acc.last_activity
+                };
+                consider(since + rules.silent_days as i64 * MS_PER_DAY);
+            }
+            if acc.renews_at != NEVER && rules.renewal_warning_days > 0 {
+                consider(acc.renews_at - rules.renewal_warning_days as i64 * MS_PER_DAY);
+            }
+            if let Some(o) = acc.active_override() {
+                consider(o.expires_at);
+            }
+            due
+        };
+        self.schedule(idx);
+    }
+}
+
+/// Deterministic alert id: the kind, then a hash of account, time and cause.
+pub fn alert_id(kind: AlertKind, account: &str, time: Ts, cause: &CausedBy) -> String {
+    let cause = match cause {
+        CausedBy::Event(id) => format!("e:{id}"),
+        CausedBy::Timer(t) => format!("t:{t}"),
+    };
+    let h = hash64(&format!("{}\x1f{account}\x1f{time}\x1f{cause}", kind.as_str()));
+    format!("{}-{h:016x}", kind.as_str())
+}
+
+fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -> Vec<UpsellSignal> {
+    let r = &cfg.alerts;
+    let m = &ev.measures;
+    let mut s = Vec::new();
+    if m.seats > 0 {
+        let u = m.active_users_28d as f64 / m.seats as f64;
+        if u >= r.upsell_seat_utilisation {
+            s.push(UpsellSignal {
+                signal: "seat_utilisation",
+                value: round1(u * 100.0) / 100.0,
+                detail: format!("{} of {} licensed seats active", m.active_users_28d, m.seats),
+            });
+        }
+        if m.active_users_28d > m.seats {
+            s.push(UpsellSignal {
+                signal: "plan_limit_pressure",
+                value: (m.active_users_28d - m.seats) as f64,
+                detail: format!(
+                    "{} more active users than licensed seats",
+                    m.active_users_28d - m.seats
+                ),
+            });
+        }
+    }
+    if m.activity_prior > 0 && ev.values[Factor::UsageTrend as usize] > 50.0 {
+        let g = m.activity_recent as f64 / m.activity_prior as f64 - 1.0;
+        if g >= r.upsell_usage_growth {
+            s.push(UpsellSignal {
+                signal: "usage_growth",
+                value: round1(g * 100.0) / 100.0,
+                detail: format!("product usage up {:.0}% vs the prior 4 weeks", g * 100.0),
+            });
+        }
+    }
+    if let Some((nps, d)) = acc.last_nps {
+        if nps >= r.upsell_promoter_nps && day - d <= 90 {
+            s.push(UpsellSignal {
+                signal: "promoter_nps",
+                value: nps as f64,
+                detail: format!("latest NPS answer {nps}"),
+            });
+        }
+    }
+    let breadth = m.features_28d as f64 / cfg.factors.expected_features;
+    if breadth >= r.upsell_feature_breadth {
+        s.push(UpsellSignal {
+            signal: "feature_breadth",
+            value: round1(breadth * 100.0) / 100.0,
+            detail: format!("{} distinct features used in 28 days", m.features_28d),
+        });
+    }
+    s
+}
