@@ -84,7 +84,11 @@ pub fn auc(scores: &[(f64, bool)]) -> Option<f64> {
 }
 
 /// Runs the backtest over `events` (in log order).
-pub fn run<'a>(events: impl IntoIterator<Item = Event<'a>>, model: ModelConfig, o: &Options) -> Report {
+pub fn run<'a>(
+    events: impl IntoIterator<Item = Event<'a>>,
+    model: ModelConfig,
+    o: &Options,
+) -> Report {
     let model = Arc::new(Model::new(model));
     let mut part = Partition::new(Arc::clone(&model));
     let mut out = Vec::new();
@@ -100,10 +104,17 @@ pub fn run<'a>(events: impl IntoIterator<Item = Event<'a>>, model: ModelConfig, 
     let snapshot = |part: &Partition, t: Ts| -> Vec<(String, f64)> {
         part.accounts
             .iter()
-            .filter(|a| a.subscribed_at != crate::core::account::NEVER && !a.is_cancelled() && a.first_seen <= t)
+            .filter(|a| {
+                a.subscribed_at != crate::core::account::NEVER
+                    && !a.is_cancelled()
+                    && a.first_seen <= t
+            })
             .map(|a| {
                 let sc = &part.model.cards[a.scorecard as usize].1;
-                (a.id.to_string(), evaluate(a, t.max(a.last_eval), sc, &part.model.cfg).score)
+                (
+                    a.id.to_string(),
+                    evaluate(a, t.max(a.last_eval), sc, &part.model.cfg).score,
+                )
             })
             .collect()
     };
@@ -115,7 +126,10 @@ pub fn run<'a>(events: impl IntoIterator<Item = Event<'a>>, model: ModelConfig, 
         first.get_or_insert(ev.time);
         last = last.max(ev.time);
         if let EventKind::SubscriptionCancelled { .. } = ev.kind {
-            cancels.entry(ev.account_id.to_string()).or_default().push(ev.time);
+            cancels
+                .entry(ev.account_id.to_string())
+                .or_default()
+                .push(ev.time);
         }
         part.apply(&ev, &mut out);
         for s in out.drain(..) {
@@ -133,7 +147,9 @@ pub fn run<'a>(events: impl IntoIterator<Item = Event<'a>>, model: ModelConfig, 
     let horizon = o.horizon_days as i64 * MS_PER_DAY;
     let window = o.alert_window_days as i64 * MS_PER_DAY;
     let cancel_after = |acc: &str, t: Ts| -> Option<Ts> {
-        cancels.get(acc).and_then(|v| v.iter().copied().find(|&c| c > t))
+        cancels
+            .get(acc)
+            .and_then(|v| v.iter().copied().find(|&c| c > t))
     };
     let evaluations = at
         .iter()
@@ -174,10 +190,12 @@ pub fn run<'a>(events: impl IntoIterator<Item = Event<'a>>, model: ModelConfig, 
                 continue;
             }
             judged_cancels += 1;
-            if let Some(first_alert) = by_acc
-                .get(id.as_str())
-                .and_then(|v| v.iter().copied().filter(|&t| t <= c && t >= c - window).min())
-            {
+            if let Some(first_alert) = by_acc.get(id.as_str()).and_then(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|&t| t <= c && t >= c - window)
+                    .min()
+            }) {
                 caught += 1;
                 leads.push((c - first_alert) as f64 / MS_PER_DAY as f64);
             }

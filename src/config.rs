@@ -42,8 +42,7 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.message().to_string()
-                + &e
-                    .span()
+                + &e.span()
                     .map(|s| format!(" (at byte {})", s.start))
                     .unwrap_or_default(),
         })?;
@@ -65,7 +64,9 @@ impl Config {
             }
         };
         cfg.apply_env(env);
-        let origin = path.map_or("<built-in default>".to_string(), |p| p.display().to_string());
+        let origin = path.map_or("<built-in default>".to_string(), |p| {
+            p.display().to_string()
+        });
         cfg.validate(&origin)?;
         Ok(cfg)
     }

@@ -14,7 +14,11 @@ use vitals::core::time::MS_PER_DAY;
 use vitals::{backtest, codec, replay, simulate};
 
 #[derive(Parser)]
-#[command(name = "vitals", version, about = "Live, explainable customer-health scores")]
+#[command(
+    name = "vitals",
+    version,
+    about = "Live, explainable customer-health scores"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -92,7 +96,9 @@ enum Cmd {
 }
 
 fn env_map() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("VITALS_")).collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("VITALS_"))
+        .collect()
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -254,7 +260,10 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 
 fn print_backtest(r: &backtest::Report, invalid: u64) {
     println!("model {}  (horizon {} days)", r.model, r.horizon_days);
-    println!("{:<26} {:>9} {:>9} {:>7}", "evaluated at", "accounts", "churners", "AUC");
+    println!(
+        "{:<26} {:>9} {:>9} {:>7}",
+        "evaluated at", "accounts", "churners", "AUC"
+    );
     for e in &r.evaluations {
         println!(
             "{:<26} {:>9} {:>9} {:>7}",

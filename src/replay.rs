@@ -148,7 +148,12 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     let mut read = 0u64;
     loop {
         line.clear();
-        let n = io(inp, (&mut reader).take(crate::codec::MAX_RECORD_BYTES as u64 + 2).read_until(b'\n', &mut line))?;
+        let n = io(
+            inp,
+            (&mut reader)
+                .take(crate::codec::MAX_RECORD_BYTES as u64 + 2)
+                .read_until(b'\n', &mut line),
+        )?;
         if n == 0 {
             break;
         }
@@ -180,7 +185,10 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
                     reason: e.to_string(),
                     record: &text,
                 };
-                io(&rej_path, serde_json::to_writer(&mut rejected, &rec).map_err(std::io::Error::other))?;
+                io(
+                    &rej_path,
+                    serde_json::to_writer(&mut rejected, &rec).map_err(std::io::Error::other),
+                )?;
                 io(&rej_path, rejected.write_all(b"\n"))?;
                 continue;
             }

@@ -142,8 +142,20 @@ struct Acct {
 }
 
 const FEATURES: [&str; 14] = [
-    "dashboards", "reports", "exports", "alerts", "api", "integrations", "sso",
-    "automation", "workflows", "comments", "search", "mobile", "billing", "audit_log",
+    "dashboards",
+    "reports",
+    "exports",
+    "alerts",
+    "api",
+    "integrations",
+    "sso",
+    "automation",
+    "workflows",
+    "comments",
+    "search",
+    "mobile",
+    "billing",
+    "audit_log",
 ];
 
 const OWNERS: [&str; 6] = ["ana", "ben", "chloe", "dev", "emma", "farid"];
@@ -162,7 +174,9 @@ fn pick_persona(r: f64, mix: &[f64; 7]) -> Persona {
 
 impl Acct {
     fn new(i: u32, o: &SimOptions) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            o.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)),
+        );
         let persona = pick_persona(rng.random::<f64>(), &o.mix);
         let (segment, seats) = match rng.random::<f64>() {
             x if x < 0.6 => ("smb", rng.random_range(3..=10)),
@@ -176,7 +190,7 @@ impl Acct {
         } else {
             rng.random_range(0..((days * 6 / 10).max(1)))
         };
-        let life_start = start + 45;
+        let life_start = start + 60;
         let churn_window = |rng: &mut ChaCha8Rng| {
             (life_start + 30 < days).then(|| rng.random_range(life_start + 30..days + 60))
         };
@@ -191,15 +205,27 @@ impl Acct {
             }
             Persona::SupportHeavy => {
                 churner = rng.random::<f64>() < 0.45;
-                if churner { churn_window(&mut rng) } else { None }
+                if churner {
+                    churn_window(&mut rng)
+                } else {
+                    None
+                }
             }
             Persona::PaymentTrouble => {
                 churner = rng.random::<f64>() < 0.5;
-                if churner { churn_window(&mut rng) } else { None }
+                if churner {
+                    churn_window(&mut rng)
+                } else {
+                    None
+                }
             }
             Persona::Detractor => {
                 churner = rng.random::<f64>() < 0.35;
-                if churner { churn_window(&mut rng) } else { None }
+                if churner {
+                    churn_window(&mut rng)
+                } else {
+                    None
+                }
             }
             Persona::Steady => {
                 if rng.random::<f64>() < 0.03 {
@@ -216,10 +242,10 @@ impl Acct {
         if let Some(c) = churn {
             if !sudden {
                 let lead = match persona {
-                    Persona::SilentChurner => rng.random_range(35..=70),
-                    Persona::SupportHeavy => rng.random_range(30..=60),
-                    Persona::PaymentTrouble => rng.random_range(25..=45),
-                    _ => rng.random_range(40..=75),
+                    Persona::SilentChurner => rng.random_range(45..=90),
+                    Persona::SupportHeavy => rng.random_range(40..=80),
+                    Persona::PaymentTrouble => rng.random_range(35..=60),
+                    _ => rng.random_range(50..=90),
                 };
                 trouble = Some(c.saturating_sub(lead).max(start + 14));
             }
@@ -330,30 +356,57 @@ impl Acct {
         let t0 = o.start + day as Ts * MS_PER_DAY;
         let c = |s: &str| Cow::Owned(s.to_string());
         if day == self.start {
-            self.ev(t0, EventKind::SubscriptionStarted {
-                plan: c(match self.segment { "smb" => "team", "mid_market" => "business", _ => "enterprise" }),
-                mrr_cents: self.mrr,
-                seats: self.seats,
-                renews_at: Some(o.start + self.renews as Ts * MS_PER_DAY),
-                currency: c("USD"),
-            }, out);
+            self.ev(
+                t0,
+                EventKind::SubscriptionStarted {
+                    plan: c(match self.segment {
+                        "smb" => "team",
+                        "mid_market" => "business",
+                        _ => "enterprise",
+                    }),
+                    mrr_cents: self.mrr,
+                    seats: self.seats,
+                    renews_at: Some(o.start + self.renews as Ts * MS_PER_DAY),
+                    currency: c("USD"),
+                },
+                out,
+            );
             let owner = OWNERS[self.rng.random_range(0..OWNERS.len())];
-            self.ev(t0, EventKind::AccountUpdated {
-                name: Some(c(&format!("Customer {}", self.id))),
-                segment: Some(c(self.segment)),
-                tier: Some(c(if self.segment == "enterprise" { "gold" } else { "standard" })),
-                owner: Some(c(owner)),
-                seats_licensed: Some(self.seats),
-            }, out);
+            self.ev(
+                t0,
+                EventKind::AccountUpdated {
+                    name: Some(c(&format!("Customer {}", self.id))),
+                    segment: Some(c(self.segment)),
+                    tier: Some(c(if self.segment == "enterprise" {
+                        "gold"
+                    } else {
+                        "standard"
+                    })),
+                    owner: Some(c(owner)),
+                    seats_licensed: Some(self.seats),
+                },
+                out,
+            );
         }
         let age = day - self.start;
         if age == 3 && self.rng.random::<f64>() < 0.75 {
-            self.ev(t0, EventKind::Touchpoint { kind: c("onboarding_call"), note: None }, out);
+            self.ev(
+                t0,
+                EventKind::Touchpoint {
+                    kind: c("onboarding_call"),
+                    note: None,
+                },
+                out,
+            );
         }
         if Some(day) == self.churn {
-            self.ev(t0, EventKind::SubscriptionCancelled {
-                reason: Some(c(if self.sudden { "budget" } else { "not_using" })),
-            }, out);
+            self.ev(
+                t0,
+                EventKind::SubscriptionCancelled {
+                    reason: Some(c(if self.sudden { "budget" } else { "not_using" })),
+                },
+                out,
+            );
             return;
         }
         let decline = self.decline(day);
@@ -380,7 +433,11 @@ impl Acct {
             level *= 0.4 + 0.6 * age as f64 / 21.0;
         }
         if self.persona == Persona::Expanding && age % 9 == 0 && age > 0 {
-            let cap = if self.expand.is_some_and(|e| day >= e) { self.seats * 2 } else { self.seats + 2 };
+            let cap = if self.expand.is_some_and(|e| day >= e) {
+                self.seats * 2
+            } else {
+                self.seats + 2
+            };
             if self.users < cap {
                 self.users += 1;
             }
@@ -395,10 +452,20 @@ impl Acct {
                 let uid = format!("u{u}");
                 self.ev(t0, EventKind::Login { user_id: c(&uid) }, out);
                 if self.rng.random::<f64>() < 0.6 {
-                    let nf = (self.features.len() as f64 * (1.0 - 0.6 * decline)).ceil().max(1.0) as usize;
+                    let nf = (self.features.len() as f64 * (1.0 - 0.6 * decline))
+                        .ceil()
+                        .max(1.0) as usize;
                     let f = self.features[self.rng.random_range(0..nf)];
                     let count = self.rng.random_range(1..=5);
-                    self.ev(t0, EventKind::Feature { user_id: c(&uid), feature: c(f), count }, out);
+                    self.ev(
+                        t0,
+                        EventKind::Feature {
+                            user_id: c(&uid),
+                            feature: c(f),
+                            count,
+                        },
+                        out,
+                    );
                 }
             }
         }
@@ -426,11 +493,26 @@ impl Acct {
             } else {
                 Priority::Low
             };
-            self.ev(t0, EventKind::TicketOpened { ticket_id: c(&tid), priority }, out);
-            let slow = if self.persona == Persona::SupportHeavy { 3 } else { 1 };
+            self.ev(
+                t0,
+                EventKind::TicketOpened {
+                    ticket_id: c(&tid),
+                    priority,
+                },
+                out,
+            );
+            let slow = if self.persona == Persona::SupportHeavy {
+                3
+            } else {
+                1
+            };
             let close = day + self.rng.random_range(1..=3) * slow;
             self.open.push((close, tid.clone()));
-            let esc_p = if self.persona == Persona::SupportHeavy { 0.15 + 0.3 * decline } else { 0.05 };
+            let esc_p = if self.persona == Persona::SupportHeavy {
+                0.15 + 0.3 * decline
+            } else {
+                0.05
+            };
             if self.rng.random::<f64>() < esc_p {
                 self.ev(t0, EventKind::TicketEscalated { ticket_id: c(&tid) }, out);
             }
@@ -438,16 +520,36 @@ impl Acct {
         let mut still = Vec::new();
         for (close, tid) in std::mem::take(&mut self.open) {
             if close == day {
-                let unhappy = self.persona == Persona::SupportHeavy || self.persona == Persona::Detractor;
+                let unhappy =
+                    self.persona == Persona::SupportHeavy || self.persona == Persona::Detractor;
                 let csat = if self.rng.random::<f64>() < 0.5 {
-                    Some(if unhappy { self.rng.random_range(1..=4) } else { self.rng.random_range(3..=5) })
+                    Some(if unhappy {
+                        self.rng.random_range(1..=4)
+                    } else {
+                        self.rng.random_range(3..=5)
+                    })
                 } else {
                     None
                 };
-                self.ev(t0, EventKind::TicketResolved { ticket_id: c(&tid), csat }, out);
-                let reopen_p = if self.persona == Persona::SupportHeavy { 0.1 + 0.3 * decline } else { 0.03 };
+                self.ev(
+                    t0,
+                    EventKind::TicketResolved {
+                        ticket_id: c(&tid),
+                        csat,
+                    },
+                    out,
+                );
+                let reopen_p = if self.persona == Persona::SupportHeavy {
+                    0.1 + 0.3 * decline
+                } else {
+                    0.03
+                };
                 if self.rng.random::<f64>() < reopen_p {
-                    self.ev(t0 + 12 * 3_600_000, EventKind::TicketReopened { ticket_id: c(&tid) }, out);
+                    self.ev(
+                        t0 + 12 * 3_600_000,
+                        EventKind::TicketReopened { ticket_id: c(&tid) },
+                        out,
+                    );
                     still.push((day + self.rng.random_range(2..=5), tid));
                 }
             } else {
@@ -460,28 +562,75 @@ impl Acct {
         if age % 30 == 0 {
             self.invoices += 1;
             let inv = format!("{}-i{}", self.id, self.invoices);
+            // Churners fail every invoice from the trouble on; the others
+            // have one failed invoice that the retry recovers.
             let troubled = self.persona == Persona::PaymentTrouble
                 && self.trouble.is_some_and(|t| day >= t)
-                && (self.churner || self.trouble.is_some_and(|t| day < t + 45));
+                && (self.churner || self.trouble.is_some_and(|t| day < t + 30));
             if troubled {
-                self.ev(t0, EventKind::InvoicePaymentFailed {
-                    invoice_id: c(&inv), amount_cents: self.mrr, reason: Some(c("card_declined")),
-                }, out);
+                self.ev(
+                    t0,
+                    EventKind::InvoicePaymentFailed {
+                        invoice_id: c(&inv),
+                        amount_cents: self.mrr,
+                        reason: Some(c("card_declined")),
+                    },
+                    out,
+                );
                 self.failing = Some(inv);
             } else {
                 if let Some(f) = self.failing.take() {
-                    self.ev(t0, EventKind::InvoicePaid { invoice_id: c(&f), amount_cents: self.mrr }, out);
+                    self.ev(
+                        t0,
+                        EventKind::InvoicePaid {
+                            invoice_id: c(&f),
+                            amount_cents: self.mrr,
+                        },
+                        out,
+                    );
                 }
-                self.ev(t0, EventKind::InvoicePaid { invoice_id: c(&inv), amount_cents: self.mrr }, out);
+                self.ev(
+                    t0,
+                    EventKind::InvoicePaid {
+                        invoice_id: c(&inv),
+                        amount_cents: self.mrr,
+                    },
+                    out,
+                );
             }
         } else if let Some(f) = self.failing.clone() {
-            if age % 30 == 4 {
-                self.ev(t0, EventKind::InvoicePaymentFailed {
-                    invoice_id: c(&f), amount_cents: self.mrr, reason: Some(c("retry_declined")),
-                }, out);
+            if age % 30 == 4 && !self.churner {
+                // Dunning works: the retry goes through.
+                self.ev(
+                    t0,
+                    EventKind::InvoicePaid {
+                        invoice_id: c(&f),
+                        amount_cents: self.mrr,
+                    },
+                    out,
+                );
+                self.failing = None;
+            } else if age % 30 == 4 {
+                self.ev(
+                    t0,
+                    EventKind::InvoicePaymentFailed {
+                        invoice_id: c(&f),
+                        amount_cents: self.mrr,
+                        reason: Some(c("retry_declined")),
+                    },
+                    out,
+                );
             }
             if age % 30 == 15 {
-                self.ev(t0, EventKind::InvoiceOverdue { invoice_id: c(&f), amount_cents: self.mrr, days_overdue: 15 }, out);
+                self.ev(
+                    t0,
+                    EventKind::InvoiceOverdue {
+                        invoice_id: c(&f),
+                        amount_cents: self.mrr,
+                        days_overdue: 15,
+                    },
+                    out,
+                );
             }
         }
 
@@ -489,15 +638,26 @@ impl Acct {
         if Some(day) == self.expand {
             self.seats = self.seats * 3 / 2 + 1;
             self.mrr = self.mrr * 3 / 2;
-            self.ev(t0, EventKind::SubscriptionChanged {
-                plan: c("business_plus"), mrr_cents: self.mrr, seats: self.seats,
-            }, out);
+            self.ev(
+                t0,
+                EventKind::SubscriptionChanged {
+                    plan: c("business_plus"),
+                    mrr_cents: self.mrr,
+                    seats: self.seats,
+                },
+                out,
+            );
         }
         if day == self.renews {
             self.renews += 365;
-            self.ev(t0, EventKind::SubscriptionRenewed {
-                renews_at: Some(o.start + self.renews as Ts * MS_PER_DAY), mrr_cents: Some(self.mrr),
-            }, out);
+            self.ev(
+                t0,
+                EventKind::SubscriptionRenewed {
+                    renews_at: Some(o.start + self.renews as Ts * MS_PER_DAY),
+                    mrr_cents: Some(self.mrr),
+                },
+                out,
+            );
         }
 
         // --- surveys: NPS about every 90 days, CSAT/CES now and then ---
@@ -511,30 +671,82 @@ impl Acct {
             };
             let s = base - 4.0 * decline + self.rng.random_range(-1.5..1.5);
             let score = s.round().clamp(0.0, 10.0) as u8;
-            self.ev(t0, EventKind::SurveyNps { score, user_id: Some(c("u0")), comment: None }, out);
+            self.ev(
+                t0,
+                EventKind::SurveyNps {
+                    score,
+                    user_id: Some(c("u0")),
+                    comment: None,
+                },
+                out,
+            );
         }
         if age % 60 == 20 && self.rng.random::<f64>() < 0.4 {
-            let base = if matches!(self.persona, Persona::Detractor | Persona::SupportHeavy) { 2.8 } else { 4.2 };
-            let s = (base - 1.5 * decline + self.rng.random_range(-1.0..1.0)).round().clamp(1.0, 5.0) as u8;
-            self.ev(t0, EventKind::SurveyCsat { score: s, user_id: None }, out);
+            let base = if matches!(self.persona, Persona::Detractor | Persona::SupportHeavy) {
+                2.8
+            } else {
+                4.2
+            };
+            let s = (base - 1.5 * decline + self.rng.random_range(-1.0..1.0))
+                .round()
+                .clamp(1.0, 5.0) as u8;
+            self.ev(
+                t0,
+                EventKind::SurveyCsat {
+                    score: s,
+                    user_id: None,
+                },
+                out,
+            );
         }
         if age % 60 == 40 && self.rng.random::<f64>() < 0.3 {
-            let base = if self.persona == Persona::SupportHeavy { 3.5 } else { 5.5 };
-            let s = (base - 2.0 * decline + self.rng.random_range(-1.0..1.0)).round().clamp(1.0, 7.0) as u8;
-            self.ev(t0, EventKind::SurveyCes { score: s, user_id: None }, out);
+            let base = if self.persona == Persona::SupportHeavy {
+                3.5
+            } else {
+                5.5
+            };
+            let s = (base - 2.0 * decline + self.rng.random_range(-1.0..1.0))
+                .round()
+                .clamp(1.0, 7.0) as u8;
+            self.ev(
+                t0,
+                EventKind::SurveyCes {
+                    score: s,
+                    user_id: None,
+                },
+                out,
+            );
         }
         // --- CS touchpoints ---
         if self.segment == "enterprise" && age % 90 == 80 {
-            self.ev(t0, EventKind::Touchpoint { kind: c("qbr"), note: None }, out);
+            self.ev(
+                t0,
+                EventKind::Touchpoint {
+                    kind: c("qbr"),
+                    note: None,
+                },
+                out,
+            );
         } else if self.rng.random::<f64>() < 0.004 {
-            self.ev(t0, EventKind::Touchpoint { kind: c("outreach"), note: None }, out);
+            self.ev(
+                t0,
+                EventKind::Touchpoint {
+                    kind: c("outreach"),
+                    note: None,
+                },
+                out,
+            );
         }
     }
 }
 
 /// Writes the simulated log to `events` (JSONL sorted by time) and the
 /// truth to `truth` (JSONL, one account per line). Returns the event count.
-pub fn simulate(o: &SimOptions, events: &mut dyn Write, truth: Option<&mut dyn Write>) -> std::io::Result<u64> {
+pub fn simulate(
+    o: &SimOptions,
+    events: &mut dyn Write,
+    truth: Option<&mut dyn Write>,
+) -> std::io::Result<u64> {
     let mut accts: Vec<Acct> = (0..o.accounts).map(|i| Acct::new(i, o)).collect();
     if let Some(t) = truth {
         for a in &accts {

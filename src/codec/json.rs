@@ -14,7 +14,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             limit: MAX_RECORD_BYTES,
         });
     }
-    let raw: RawEvent<'_> = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    // An event is a JSON object (serde would also read a positional array),
+    // and all of it must be UTF-8, ignored fields included.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DecodeError::Json("an event must be a JSON object".into()));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(DecodeError::Json(format!(
+            "invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
+    }
+    let raw: RawEvent<'_> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
     raw.validate()
 }
 
@@ -88,8 +100,8 @@ struct Out<'a> {
 
 /// Encodes an event as one line of SPEC JSON (no trailing newline).
 pub fn encode(ev: &Event<'_>) -> Vec<u8> {
-    use crate::core::EventKind as K;
     use super::timefmt::format as ts;
+    use crate::core::EventKind as K;
     let mut o = Out {
         id: &ev.id,
         account_id: &ev.account_id,
@@ -99,52 +111,89 @@ pub fn encode(ev: &Event<'_>) -> Vec<u8> {
     };
     match &ev.kind {
         K::Login { user_id } => o.user_id = Some(user_id),
-        K::Feature { user_id, feature, count } => {
+        K::Feature {
+            user_id,
+            feature,
+            count,
+        } => {
             o.user_id = Some(user_id);
             o.feature = Some(feature);
             o.count = Some(*count);
         }
-        K::TicketOpened { ticket_id, priority } => {
+        K::TicketOpened {
+            ticket_id,
+            priority,
+        } => {
             o.ticket_id = Some(ticket_id);
             o.priority = Some(priority.as_str());
         }
-        K::TicketEscalated { ticket_id } | K::TicketReopened { ticket_id } => o.ticket_id = Some(ticket_id),
+        K::TicketEscalated { ticket_id } | K::TicketReopened { ticket_id } => {
+            o.ticket_id = Some(ticket_id)
+        }
         K::TicketResolved { ticket_id, csat } => {
             o.ticket_id = Some(ticket_id);
             o.csat = *csat;
         }
-        K::SubscriptionStarted { plan, mrr_cents, seats, renews_at, currency } => {
+        K::SubscriptionStarted {
+            plan,
+            mrr_cents,
+            seats,
+            renews_at,
+            currency,
+        } => {
             o.plan = Some(plan);
             o.mrr_cents = Some(*mrr_cents);
             o.seats = Some(*seats);
             o.renews_at = renews_at.map(ts);
             o.currency = Some(currency);
         }
-        K::SubscriptionChanged { plan, mrr_cents, seats } => {
+        K::SubscriptionChanged {
+            plan,
+            mrr_cents,
+            seats,
+        } => {
             o.plan = Some(plan);
             o.mrr_cents = Some(*mrr_cents);
             o.seats = Some(*seats);
         }
-        K::SubscriptionRenewed { renews_at, mrr_cents } => {
+        K::SubscriptionRenewed {
+            renews_at,
+            mrr_cents,
+        } => {
             o.renews_at = renews_at.map(ts);
             o.mrr_cents = *mrr_cents;
         }
         K::SubscriptionCancelled { reason } => o.reason = reason.as_deref(),
-        K::InvoicePaid { invoice_id, amount_cents } => {
+        K::InvoicePaid {
+            invoice_id,
+            amount_cents,
+        } => {
             o.invoice_id = Some(invoice_id);
             o.amount_cents = Some(*amount_cents);
         }
-        K::InvoicePaymentFailed { invoice_id, amount_cents, reason } => {
+        K::InvoicePaymentFailed {
+            invoice_id,
+            amount_cents,
+            reason,
+        } => {
             o.invoice_id = Some(invoice_id);
             o.amount_cents = Some(*amount_cents);
             o.reason = reason.as_deref();
         }
-        K::InvoiceOverdue { invoice_id, amount_cents, days_overdue } => {
+        K::InvoiceOverdue {
+            invoice_id,
+            amount_cents,
+            days_overdue,
+        } => {
             o.invoice_id = Some(invoice_id);
             o.amount_cents = Some(*amount_cents);
             o.days_overdue = Some(*days_overdue);
         }
-        K::SurveyNps { score, user_id, comment } => {
+        K::SurveyNps {
+            score,
+            user_id,
+            comment,
+        } => {
             o.score = Some(*score);
             o.user_id = user_id.as_deref();
             o.comment = comment.as_deref();
@@ -153,7 +202,13 @@ pub fn encode(ev: &Event<'_>) -> Vec<u8> {
             o.score = Some(*score);
             o.user_id = user_id.as_deref();
         }
-        K::AccountUpdated { name, segment, tier, owner, seats_licensed } => {
+        K::AccountUpdated {
+            name,
+            segment,
+            tier,
+            owner,
+            seats_licensed,
+        } => {
             o.name = name.as_deref();
             o.segment = segment.as_deref();
             o.tier = tier.as_deref();
@@ -164,14 +219,24 @@ pub fn encode(ev: &Event<'_>) -> Vec<u8> {
             o.kind = Some(kind);
             o.note = note.as_deref();
         }
-        K::HealthOverride { band, score, reason, expires_at, by } => {
+        K::HealthOverride {
+            band,
+            score,
+            reason,
+            expires_at,
+            by,
+        } => {
             o.band = band.map(|b| b.as_str());
             o.score = *score;
             o.reason = Some(reason);
             o.expires_at = Some(ts(*expires_at));
             o.by = by.as_deref();
         }
-        K::AlertFeedback { alert_id, verdict, by } => {
+        K::AlertFeedback {
+            alert_id,
+            verdict,
+            by,
+        } => {
             o.alert_id = Some(alert_id);
             o.verdict = Some(verdict.as_str());
             o.by = by.as_deref();

@@ -119,12 +119,19 @@ pub fn to_message(ev: &Event<'_>) -> pb::Event {
     let o = |c: &Option<Cow<'_, str>>| c.as_ref().map(|c| c.to_string());
     match &ev.kind {
         K::Login { user_id } => m.user_id = Some(user_id.to_string()),
-        K::Feature { user_id, feature, count } => {
+        K::Feature {
+            user_id,
+            feature,
+            count,
+        } => {
             m.user_id = Some(user_id.to_string());
             m.feature = Some(feature.to_string());
             m.count = Some(*count as i64);
         }
-        K::TicketOpened { ticket_id, priority } => {
+        K::TicketOpened {
+            ticket_id,
+            priority,
+        } => {
             m.ticket_id = Some(ticket_id.to_string());
             m.priority = Some(priority.as_str().to_string());
         }
@@ -135,38 +142,66 @@ pub fn to_message(ev: &Event<'_>) -> pb::Event {
             m.ticket_id = Some(ticket_id.to_string());
             m.csat = csat.map(|c| c as i64);
         }
-        K::SubscriptionStarted { plan, mrr_cents, seats, renews_at, currency } => {
+        K::SubscriptionStarted {
+            plan,
+            mrr_cents,
+            seats,
+            renews_at,
+            currency,
+        } => {
             m.plan = Some(plan.to_string());
             m.mrr_cents = Some(*mrr_cents as i64);
             m.seats = Some(*seats as i64);
             m.renews_at = renews_at.map(super::timefmt::format);
             m.currency = Some(currency.to_string());
         }
-        K::SubscriptionChanged { plan, mrr_cents, seats } => {
+        K::SubscriptionChanged {
+            plan,
+            mrr_cents,
+            seats,
+        } => {
             m.plan = Some(plan.to_string());
             m.mrr_cents = Some(*mrr_cents as i64);
             m.seats = Some(*seats as i64);
         }
-        K::SubscriptionRenewed { renews_at, mrr_cents } => {
+        K::SubscriptionRenewed {
+            renews_at,
+            mrr_cents,
+        } => {
             m.renews_at = renews_at.map(super::timefmt::format);
             m.mrr_cents = mrr_cents.map(|v| v as i64);
         }
         K::SubscriptionCancelled { reason } => m.reason = o(reason),
-        K::InvoicePaid { invoice_id, amount_cents } => {
+        K::InvoicePaid {
+            invoice_id,
+            amount_cents,
+        } => {
             m.invoice_id = Some(invoice_id.to_string());
             m.amount_cents = Some(*amount_cents as i64);
         }
-        K::InvoicePaymentFailed { invoice_id, amount_cents, reason } => {
+        K::InvoicePaymentFailed {
+            invoice_id,
+            amount_cents,
+            reason,
+        } => {
             m.invoice_id = Some(invoice_id.to_string());
             m.amount_cents = Some(*amount_cents as i64);
             m.reason = o(reason);
         }
-        K::InvoiceOverdue { invoice_id, amount_cents, days_overdue } => {
+        K::InvoiceOverdue {
+            invoice_id,
+            amount_cents,
+            days_overdue,
+        } => {
             m.invoice_id = Some(invoice_id.to_string());
             m.amount_cents = Some(*amount_cents as i64);
             m.days_overdue = Some(*days_overdue as i64);
         }
-        K::SurveyNps { score, user_id, comment } => {
+        K::SurveyNps {
+            score,
+            user_id,
+            comment,
+        } => {
             m.score = Some(*score as i64);
             m.user_id = o(user_id);
             m.comment = o(comment);
@@ -175,7 +210,13 @@ pub fn to_message(ev: &Event<'_>) -> pb::Event {
             m.score = Some(*score as i64);
             m.user_id = o(user_id);
         }
-        K::AccountUpdated { name, segment, tier, owner, seats_licensed } => {
+        K::AccountUpdated {
+            name,
+            segment,
+            tier,
+            owner,
+            seats_licensed,
+        } => {
             m.name = o(name);
             m.segment = o(segment);
             m.tier = o(tier);
@@ -186,14 +227,24 @@ pub fn to_message(ev: &Event<'_>) -> pb::Event {
             m.kind = Some(kind.to_string());
             m.note = o(note);
         }
-        K::HealthOverride { band, score, reason, expires_at, by } => {
+        K::HealthOverride {
+            band,
+            score,
+            reason,
+            expires_at,
+            by,
+        } => {
             m.band = band.map(|b| b.as_str().to_string());
             m.score = score.map(|s| s as i64);
             m.reason = Some(reason.to_string());
             m.expires_at = Some(super::timefmt::format(*expires_at));
             m.by = o(by);
         }
-        K::AlertFeedback { alert_id, verdict, by } => {
+        K::AlertFeedback {
+            alert_id,
+            verdict,
+            by,
+        } => {
             m.alert_id = Some(alert_id.to_string());
             m.verdict = Some(verdict.as_str().to_string());
             m.by = o(by);

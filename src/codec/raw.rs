@@ -207,6 +207,18 @@ impl Ctx<'_> {
         }
     }
 
+    /// Optional free text: absent, null or empty → None.
+    fn opt_text<'a>(
+        &self,
+        field: &'static str,
+        v: Option<Val<'a>>,
+    ) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        match v {
+            Some(Val::Str(s)) if s.is_empty() => Ok(None),
+            v => self.opt_str(field, v, MAX_TEXT_CHARS),
+        }
+    }
+
     /// An optional string: absent or null → None.
     fn opt_str<'a>(
         &self,
@@ -223,7 +235,9 @@ impl Ctx<'_> {
                 if s.len() > max {
                     let n = s.chars().count();
                     if n > max {
-                        return Err(self.err(field, format!("is {n} characters, over the limit of {max}")));
+                        return Err(
+                            self.err(field, format!("is {n} characters, over the limit of {max}"))
+                        );
                     }
                 }
                 Ok(Some(s))
@@ -259,11 +273,19 @@ impl Ctx<'_> {
                 }
             }
             Some(Val::Big) => Err(self.err(field, format!("out of range {min}..={max}"))),
-            Some(other) => Err(self.err(field, format!("must be an integer, got {}", other.kind()))),
+            Some(other) => {
+                Err(self.err(field, format!("must be an integer, got {}", other.kind())))
+            }
         }
     }
 
-    fn req_int(&self, field: &'static str, v: Option<Val<'_>>, min: i64, max: i64) -> Result<i64, DecodeError> {
+    fn req_int(
+        &self,
+        field: &'static str,
+        v: Option<Val<'_>>,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, DecodeError> {
         self.opt_int(field, v, min, max)?
             .ok_or_else(|| self.err(field, "is required"))
     }
@@ -327,14 +349,21 @@ impl<'a> RawEvent<'a> {
             "usage.feature" => EventKind::Feature {
                 user_id: c.req_str("user_id", self.user_id, l)?,
                 feature: c.req_str("feature", self.feature, l)?,
-                count: c.opt_int("count", self.count, 1, u32::MAX as i64)?.unwrap_or(1) as u32,
+                count: c
+                    .opt_int("count", self.count, 1, u32::MAX as i64)?
+                    .unwrap_or(1) as u32,
             },
             "ticket.opened" => {
                 let p = c.req_str("priority", self.priority, 16)?;
                 EventKind::TicketOpened {
                     ticket_id: c.req_str("ticket_id", self.ticket_id, l)?,
                     priority: c
-                        .enum_of("priority", Some(p), Priority::parse, "low, normal, high, urgent")?
+                        .enum_of(
+                            "priority",
+                            Some(p),
+                            Priority::parse,
+                            "low, normal, high, urgent",
+                        )?
                         .expect("present"),
                 }
             }
@@ -352,7 +381,10 @@ impl<'a> RawEvent<'a> {
                 let currency = c.opt_str("currency", self.currency, 3)?;
                 if let Some(cur) = &currency {
                     if cur.len() != 3 || !cur.bytes().all(|b| b.is_ascii_uppercase()) {
-                        return Err(c.err("currency", format!("{cur:?} is not an ISO 4217 code (three capital letters)")));
+                        return Err(c.err(
+                            "currency",
+                            format!("{cur:?} is not an ISO 4217 code (three capital letters)"),
+                        ));
                     }
                 }
                 EventKind::SubscriptionStarted {
@@ -370,10 +402,12 @@ impl<'a> RawEvent<'a> {
             },
             "subscription.renewed" => EventKind::SubscriptionRenewed {
                 renews_at: c.opt_time("renews_at", self.renews_at)?,
-                mrr_cents: c.opt_int("mrr_cents", self.mrr_cents, 0, MAX_MONEY)?.map(|v| v as u64),
+                mrr_cents: c
+                    .opt_int("mrr_cents", self.mrr_cents, 0, MAX_MONEY)?
+                    .map(|v| v as u64),
             },
             "subscription.cancelled" => EventKind::SubscriptionCancelled {
-                reason: c.opt_str("reason", self.reason, t)?,
+                reason: c.opt_text("reason", self.reason)?,
             },
             "invoice.paid" => EventKind::InvoicePaid {
                 invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
@@ -382,7 +416,7 @@ impl<'a> RawEvent<'a> {
             "invoice.payment_failed" => EventKind::InvoicePaymentFailed {
                 invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
                 amount_cents: c.req_int("amount_cents", self.amount_cents, 0, MAX_MONEY)? as u64,
-                reason: c.opt_str("reason", self.reason, t)?,
+                reason: c.opt_text("reason", self.reason)?,
             },
             "invoice.overdue" => EventKind::InvoiceOverdue {
                 invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
@@ -392,7 +426,7 @@ impl<'a> RawEvent<'a> {
             "survey.nps" => EventKind::SurveyNps {
                 score: c.req_int("score", self.score, 0, 10)? as u8,
                 user_id: c.opt_str("user_id", self.user_id, l)?,
-                comment: c.opt_str("comment", self.comment, t)?,
+                comment: c.opt_text("comment", self.comment)?,
             },
             "survey.csat" => EventKind::SurveyCsat {
                 score: c.req_int("score", self.score, 1, 5)? as u8,
@@ -413,7 +447,7 @@ impl<'a> RawEvent<'a> {
             },
             "cs.touchpoint" => EventKind::Touchpoint {
                 kind: c.req_str("kind", self.kind, l)?,
-                note: c.opt_str("note", self.note, t)?,
+                note: c.opt_text("note", self.note)?,
             },
             "health.override" => {
                 let band = c.enum_of(
@@ -445,7 +479,12 @@ impl<'a> RawEvent<'a> {
                 EventKind::AlertFeedback {
                     alert_id: c.req_str("alert_id", self.alert_id, l)?,
                     verdict: c
-                        .enum_of("verdict", Some(v), Verdict::parse, "useful, false_positive, already_known")?
+                        .enum_of(
+                            "verdict",
+                            Some(v),
+                            Verdict::parse,
+                            "useful, false_positive, already_known",
+                        )?
                         .expect("present"),
                     by: c.opt_str("by", self.by, l)?,
                 }

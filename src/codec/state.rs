@@ -181,7 +181,11 @@ fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
 
 fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
     same_len(
-        &[s.feature_hash.len(), s.feature_day.len(), s.feature_count.len()],
+        &[
+            s.feature_hash.len(),
+            s.feature_day.len(),
+            s.feature_count.len(),
+        ],
         "features",
     )?;
     same_len(
@@ -253,7 +257,10 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         let mut audit = Vec::new();
         for x in s.override_audit {
             audit.push(OverrideAudit {
-                entry: unov(x.entry.ok_or(StateError::Malformed("override_audit.entry"))?)?,
+                entry: unov(
+                    x.entry
+                        .ok_or(StateError::Malformed("override_audit.entry"))?,
+                )?,
                 end: match x.end.as_str() {
                     "active" => OverrideEnd::Active,
                     "expired" => OverrideEnd::Expired,

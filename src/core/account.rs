@@ -394,7 +394,9 @@ impl Account {
     }
 
     pub fn active_override(&self) -> Option<&Override> {
-        self.extras.as_ref().and_then(|e| e.active_override.as_ref())
+        self.extras
+            .as_ref()
+            .and_then(|e| e.active_override.as_ref())
     }
 
     /// Distinct users active on or after `since_day`.
@@ -407,10 +409,7 @@ impl Account {
 
     /// Distinct features used on or after `since_day`.
     pub fn features_since(&self, since_day: i32) -> u32 {
-        self.features
-            .iter()
-            .filter(|f| f.1 >= since_day)
-            .count() as u32
+        self.features.iter().filter(|f| f.1 >= since_day).count() as u32
     }
 
     /// The MRR in effect on `day` (from the change history).
@@ -508,10 +507,7 @@ impl Account {
                         .expect("features is not empty at the cap");
                     self.features.remove(victim);
                     hits.features_evicted += 1;
-                    let i = self
-                        .features
-                        .binary_search_by(|f| f.0.cmp(&h))
-                        .unwrap_err();
+                    let i = self.features.binary_search_by(|f| f.0.cmp(&h)).unwrap_err();
                     self.features.insert(i, (h, day, count));
                 } else {
                     self.features.insert(i, (h, day, count));
@@ -584,7 +580,14 @@ impl Account {
         &mut self.unpaid[i]
     }
 
-    fn open_ticket(&mut self, ticket: &str, time: Ts, priority: Priority, limits: &Limits, hits: &mut LimitHits) {
+    fn open_ticket(
+        &mut self,
+        ticket: &str,
+        time: Ts,
+        priority: Priority,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
         let h = hash32(ticket);
         if self.open_tickets.iter().any(|t| t.hash == h) {
             return;

@@ -23,10 +23,10 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         Weights {
-            usage: 0.30,
-            adoption: 0.20,
+            usage: 0.40,
+            adoption: 0.15,
             support: 0.15,
-            financial: 0.20,
+            financial: 0.15,
             sentiment: 0.10,
             lifecycle: 0.05,
         }
@@ -63,7 +63,7 @@ pub struct Bands {
 impl Default for Bands {
     fn default() -> Self {
         Bands {
-            at_risk_below: 50.0,
+            at_risk_below: 58.0,
             healthy_at: 70.0,
             hysteresis: 5.0,
         }
@@ -174,7 +174,8 @@ pub struct AlertRules {
     pub overdue_days: u32,
     /// Days of silence (no usage) that force `at_risk`.
     pub silent_days: u32,
-    /// A renewal this close with a score below `healthy_at` forces `at_risk`.
+    /// A renewal this close with a score below `at_risk_below + 2 ×
+    /// hysteresis` forces `at_risk`.
     /// 0 turns the rule off.
     pub renewal_warning_days: u32,
     pub upsell_seat_utilisation: f64,
@@ -196,12 +197,12 @@ impl Default for AlertRules {
         AlertRules {
             at_risk_cooldown_days: 30,
             upsell_cooldown_days: 30,
-            sharp_drop_points: 15.0,
+            sharp_drop_points: 20.0,
             sharp_drop_days: 7,
             failed_payments: 2,
             overdue_days: 30,
             silent_days: 14,
-            renewal_warning_days: 45,
+            renewal_warning_days: 30,
             upsell_seat_utilisation: 0.9,
             upsell_usage_growth: 0.3,
             upsell_promoter_nps: 9,
@@ -294,7 +295,9 @@ impl ModelConfig {
             }
             let b = sc.bands;
             if !(0.0..=100.0).contains(&b.at_risk_below) {
-                p.push(format!("{name}.bands.at_risk_below: must be within 0..=100"));
+                p.push(format!(
+                    "{name}.bands.at_risk_below: must be within 0..=100"
+                ));
             }
             if !(0.0..=100.0).contains(&b.healthy_at) {
                 p.push(format!("{name}.bands.healthy_at: must be within 0..=100"));

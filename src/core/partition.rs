@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet, HashTable};
 
-use super::account::{
-    hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER,
-};
+use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER};
 use super::config::{ModelConfig, Scorecard};
 use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
 use super::score::{self, evaluate, next_band, round1, Evaluation, Factor};
@@ -320,7 +318,7 @@ impl Partition {
             let due = self.accounts[idx].timer_due;
             if due != NEVER && due <= t {
                 self.stats.timers_fired += 1;
-                self.score(idx, t, CausedBy::Timer(t), out);
+                self.score(idx, t, Cause::Timer(t), out);
             } else {
                 self.schedule(idx);
             }
@@ -335,7 +333,7 @@ impl Partition {
                 break;
             }
             self.stats.timers_fired += 1;
-            self.score(idx, due, CausedBy::Timer(due), out);
+            self.score(idx, due, Cause::Timer(due), out);
         }
     }
 
@@ -417,7 +415,9 @@ impl Partition {
                     event_id: ev.id.as_ref().into(),
                 });
             }
-            EventKind::AlertFeedback { alert_id, verdict, .. } => {
+            EventKind::AlertFeedback {
+                alert_id, verdict, ..
+            } => {
                 let k = AlertKind::of_alert_id(alert_id).map_or(3, |k| k as usize);
                 let v = match verdict {
                     Verdict::Useful => 0,
@@ -439,7 +439,7 @@ impl Partition {
         }
         if rescore {
             let now = ev.time.max(self.accounts[idx].last_eval);
-            self.score(idx, now, CausedBy::Event(ev.id.to_string()), out);
+            self.score(idx, now, Cause::Event(&ev.id), out);
         }
         let wm = self.watermark();
         self.fire_due(wm, out);
@@ -448,19 +448,27 @@ impl Partition {
 
     /// Scores account `idx` at `now`, applies the alert rules, publishes
     /// health if it changed materially, and sets the next timer.
-    fn score(&mut self, idx: usize, now: Ts, cause: CausedBy, out: &mut Vec<Signal>) {
+    fn score(&mut self, idx: usize, now: Ts, cause: Cause<'_>, out: &mut Vec<Signal>) {
         let model = Arc::clone(&self.model);
         let cfg = &model.cfg;
         let rules = &cfg.alerts;
         let acc = &mut self.accounts[idx];
         acc.expire_override(now);
         let day = day_of(now);
-        acc.prune(day);
+        if matches!(cause, Cause::Timer(_)) {
+            // Timers come at least every `reevaluate_every_hours`.
+            acc.prune(day);
+        }
         let sc = &model.cards[acc.scorecard as usize].1;
         let ev = evaluate(acc, now, sc, cfg);
         let first = acc.last_eval == NEVER;
         let old_band = acc.alert.band;
-        let band = next_band((!first).then_some(old_band), ev.score, ev.hard.is_some(), sc);
+        let band = next_band(
+            (!first).then_some(old_band),
+            ev.score,
+            ev.hard.is_some(),
+            sc,
+        );
 
         // Highest score of the last `sharp_drop_days` days (today included).
         let peak = (day - rules.sharp_drop_days as i32..=day)
@@ -500,14 +508,15 @@ impl Partition {
                 alerts.push((AlertKind::Recovered, "left_band", Vec::new()));
                 acc.alert.at_risk_open = false;
             }
-            let signals = upsell_signals(&ev, acc, day, cfg);
-            let cond = band == Band::Healthy && signals.len() as u32 >= rules.upsell_min_signals;
+            let n_signals = upsell_signals(&ev, acc, day, cfg, false).len();
+            let cond = band == Band::Healthy && n_signals as u32 >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
             if cond
                 && !acc.alert.upsell_active
                 && (acc.alert.last_upsell_alert == NEVER
                     || now - acc.alert.last_upsell_alert >= up_cool)
             {
+                let signals = upsell_signals(&ev, acc, day, cfg, true);
                 alerts.push((AlertKind::UpsellOpportunity, "expansion_signals", signals));
                 acc.alert.last_upsell_alert = now;
             }
@@ -540,6 +549,11 @@ impl Partition {
             }
         };
         let need_drivers = material || !alerts.is_empty();
+        let cause = match cause {
+            Cause::Event(id) if need_drivers => CausedBy::Event(id.to_string()),
+            Cause::Event(_) => CausedBy::Event(String::new()),
+            Cause::Timer(t) => CausedBy::Timer(t),
+        };
         let drivers = if need_drivers {
             score::drivers(&ev, 5)
         } else {
@@ -633,11 +647,30 @@ pub fn alert_id(kind: AlertKind, account: &str, time: Ts, cause: &CausedBy) -> S
         CausedBy::Event(id) => format!("e:{id}"),
         CausedBy::Timer(t) => format!("t:{t}"),
     };
-    let h = hash64(&format!("{}\x1f{account}\x1f{time}\x1f{cause}", kind.as_str()));
+    let h = hash64(&format!(
+        "{}\x1f{account}\x1f{time}\x1f{cause}",
+        kind.as_str()
+    ));
     format!("{}-{h:016x}", kind.as_str())
 }
 
-fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -> Vec<UpsellSignal> {
+/// What caused a re-score, borrowed (the owned `CausedBy` is built only
+/// when something is emitted).
+#[derive(Debug, Clone, Copy)]
+enum Cause<'a> {
+    Event(&'a str),
+    Timer(Ts),
+}
+
+/// The upsell signals that hold. With `explain` false the details are left
+/// empty (a cheap count for the common case where nothing fires).
+fn upsell_signals(
+    ev: &Evaluation,
+    acc: &Account,
+    day: i32,
+    cfg: &ModelConfig,
+    explain: bool,
+) -> Vec<UpsellSignal> {
     let r = &cfg.alerts;
     let m = &ev.measures;
     let mut s = Vec::new();
@@ -647,17 +680,24 @@ fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -
             s.push(UpsellSignal {
                 signal: "seat_utilisation",
                 value: round1(u * 100.0) / 100.0,
-                detail: format!("{} of {} licensed seats active", m.active_users_28d, m.seats),
+                detail: explain_then(explain, || {
+                    format!(
+                        "{} of {} licensed seats active",
+                        m.active_users_28d, m.seats
+                    )
+                }),
             });
         }
         if m.active_users_28d > m.seats {
             s.push(UpsellSignal {
                 signal: "plan_limit_pressure",
                 value: (m.active_users_28d - m.seats) as f64,
-                detail: format!(
-                    "{} more active users than licensed seats",
-                    m.active_users_28d - m.seats
-                ),
+                detail: explain_then(explain, || {
+                    format!(
+                        "{} more active users than licensed seats",
+                        m.active_users_28d - m.seats
+                    )
+                }),
             });
         }
     }
@@ -667,7 +707,9 @@ fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -
             s.push(UpsellSignal {
                 signal: "usage_growth",
                 value: round1(g * 100.0) / 100.0,
-                detail: format!("product usage up {:.0}% vs the prior 4 weeks", g * 100.0),
+                detail: explain_then(explain, || {
+                    format!("product usage up {:.0}% vs the prior 4 weeks", g * 100.0)
+                }),
             });
         }
     }
@@ -676,7 +718,7 @@ fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -
             s.push(UpsellSignal {
                 signal: "promoter_nps",
                 value: nps as f64,
-                detail: format!("latest NPS answer {nps}"),
+                detail: explain_then(explain, || format!("latest NPS answer {nps}")),
             });
         }
     }
@@ -685,8 +727,18 @@ fn upsell_signals(ev: &Evaluation, acc: &Account, day: i32, cfg: &ModelConfig) -
         s.push(UpsellSignal {
             signal: "feature_breadth",
             value: round1(breadth * 100.0) / 100.0,
-            detail: format!("{} distinct features used in 28 days", m.features_28d),
+            detail: explain_then(explain, || {
+                format!("{} distinct features used in 28 days", m.features_28d)
+            }),
         });
     }
     s
+}
+
+fn explain_then(explain: bool, f: impl FnOnce() -> String) -> String {
+    if explain {
+        f()
+    } else {
+        String::new()
+    }
 }

@@ -40,6 +40,7 @@ pub enum Component {
 pub enum Factor {
     UsageRecency,
     UsageTrend,
+    UsageMomentum,
     ActiveUsersTrend,
     SeatUtilisation,
     FeatureBreadth,
@@ -59,7 +60,7 @@ pub enum Factor {
     Onboarding,
 }
 
-pub const FACTORS: usize = 19;
+pub const FACTORS: usize = 20;
 
 /// How a factor enters its component.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +75,7 @@ impl Factor {
     pub const ALL: [Factor; FACTORS] = [
         Factor::UsageRecency,
         Factor::UsageTrend,
+        Factor::UsageMomentum,
         Factor::ActiveUsersTrend,
         Factor::SeatUtilisation,
         Factor::FeatureBreadth,
@@ -97,6 +99,7 @@ impl Factor {
         match self {
             Factor::UsageRecency => "usage_recency",
             Factor::UsageTrend => "usage_trend",
+            Factor::UsageMomentum => "usage_momentum",
             Factor::ActiveUsersTrend => "active_users_trend",
             Factor::SeatUtilisation => "seat_utilisation",
             Factor::FeatureBreadth => "feature_breadth",
@@ -120,7 +123,7 @@ impl Factor {
     pub fn component(self) -> Component {
         use Factor::*;
         match self {
-            UsageRecency | UsageTrend | ActiveUsersTrend => Component::Usage,
+            UsageRecency | UsageTrend | UsageMomentum | ActiveUsersTrend => Component::Usage,
             SeatUtilisation | FeatureBreadth => Component::Adoption,
             OpenTickets | Escalations | Reopens | TicketVolume | ResolutionTime | TicketCsat => {
                 Component::Support
@@ -134,9 +137,10 @@ impl Factor {
     pub fn form(self) -> Form {
         use Factor::*;
         match self {
-            UsageRecency => Form::Share(0.4, 100.0),
+            UsageRecency => Form::Share(0.2, 100.0),
             UsageTrend => Form::Share(0.3, 50.0),
-            ActiveUsersTrend => Form::Share(0.3, 50.0),
+            UsageMomentum => Form::Share(0.25, 50.0),
+            ActiveUsersTrend => Form::Share(0.25, 50.0),
             SeatUtilisation => Form::Share(0.6, 50.0),
             FeatureBreadth => Form::Share(0.4, 50.0),
             Nps => Form::Share(0.5, 70.0),
@@ -154,6 +158,9 @@ pub struct Measures {
     pub days_since_activity: Option<f64>,
     pub activity_recent: u32,
     pub activity_prior: u32,
+    /// Weekly means: last 2 complete weeks, and the 4 weeks before them.
+    pub momentum_recent: f64,
+    pub momentum_prior: f64,
     pub wau_recent: f64,
     pub wau_prior: f64,
     pub active_users_28d: u32,
@@ -219,13 +226,13 @@ fn clamp100(x: f64) -> f64 {
     x.clamp(0.0, 100.0)
 }
 
-/// Maps a ratio `recent/prior` to 0..=100: 1.0 ↦ 50, −80% ↦ 0, +80% ↦ 100.
+/// Maps a ratio `recent/prior` to 0..=100: 1.0 ↦ 50, −50% ↦ 0, +50% ↦ 100.
 pub fn trend_value(recent: f64, prior: f64) -> f64 {
     if prior <= 0.0 {
         // No history to compare with: neutral.
         return 50.0;
     }
-    clamp100(50.0 + 62.5 * (recent / prior - 1.0))
+    clamp100(50.0 + 100.0 * (recent / prior - 1.0))
 }
 
 /// Scores `acc` as of `now` with scorecard `sc`. Pure.
@@ -259,6 +266,14 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     } else {
         50.0
     };
+    m.momentum_recent = acc.weeks.sum(week - 2, week - 1, |c| c.activity) as f64 / 2.0;
+    m.momentum_prior = acc.weeks.sum(week - 6, week - 3, |c| c.activity) as f64 / 4.0;
+    let momentum_history = acc.first_seen <= (week - 6) as i64 * 7 * MS_PER_DAY;
+    v[Factor::UsageMomentum as usize] = if momentum_history {
+        trend_value(m.momentum_recent, m.momentum_prior)
+    } else {
+        50.0
+    };
     m.wau_recent = acc.weeks.sum(week - 4, week - 1, |c| c.wau as u32) as f64 / 4.0;
     m.wau_prior = acc.weeks.sum(week - 8, week - 5, |c| c.wau as u32) as f64 / 4.0;
     v[Factor::ActiveUsersTrend as usize] = if history {
@@ -277,7 +292,8 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
         clamp100(100.0 * u / f.target_seat_utilisation)
     };
     m.features_28d = acc.features_since(day - 27);
-    v[Factor::FeatureBreadth as usize] = clamp100(100.0 * m.features_28d as f64 / f.expected_features);
+    v[Factor::FeatureBreadth as usize] =
+        clamp100(100.0 * m.features_28d as f64 / f.expected_features);
     // Adoption is still ramping up in an account's first 28 days: blend
     // toward the neutral 50 in proportion to age.
     if age_days < 28.0 {
@@ -299,7 +315,10 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
             Priority::Urgent => 15.0,
         })
         .sum();
-    m.urgent_open = acc.open_tickets.iter().any(|t| t.priority == Priority::Urgent);
+    m.urgent_open = acc
+        .open_tickets
+        .iter()
+        .any(|t| t.priority == Priority::Urgent);
     v[Factor::OpenTickets as usize] = m.open_weighted.min(40.0);
     // Last four weeks including the current one.
     m.escalations_4w = acc.weeks.sum(week - 3, week, |c| c.escalations as u32);
@@ -408,16 +427,16 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     } else if a.overdue_days > 0 && m.days_overdue >= a.overdue_days {
         Some(HardTrigger::Overdue)
     } else if m.urgent_open
-        && acc
-            .last_nps
-            .is_some_and(|(s, d)| s <= 6 && day - d <= 90)
+        && score < sc.bands.healthy_at
+        && acc.last_nps.is_some_and(|(s, d)| s <= 6 && day - d <= 90)
     {
         Some(HardTrigger::DetractorUrgent)
     } else if a.silent_days > 0 && silent_days >= a.silent_days as f64 {
         Some(HardTrigger::Silent)
     } else if a.renewal_warning_days > 0
-        && m.days_to_renewal.is_some_and(|d| d <= a.renewal_warning_days as i64)
-        && score < sc.bands.healthy_at
+        && m.days_to_renewal
+            .is_some_and(|d| d <= a.renewal_warning_days as i64)
+        && score < sc.bands.at_risk_below + 2.0 * sc.bands.hysteresis
     {
         Some(HardTrigger::RenewalAtRisk)
     } else {
@@ -528,6 +547,18 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
                 )
             }
         }
+        Factor::UsageMomentum => {
+            if m.momentum_prior <= 0.0 {
+                "no usage in weeks 3–6 back to compare with".into()
+            } else {
+                let p = pct_change(m.momentum_recent, m.momentum_prior);
+                format!(
+                    "product usage in the last 2 weeks {} {:.0}% vs the 4 weeks before",
+                    updown(p),
+                    p.abs()
+                )
+            }
+        }
         Factor::ActiveUsersTrend => {
             if m.wau_prior <= 0.0 {
                 "no active users in the prior 4 weeks to compare with".into()
@@ -559,20 +590,26 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
             "{} open ticket{}{}",
             m.open_tickets,
             if m.open_tickets == 1 { "" } else { "s" },
-            if m.urgent_open { ", one or more urgent" } else { "" }
+            if m.urgent_open {
+                ", one or more urgent"
+            } else {
+                ""
+            }
         ),
         Factor::Escalations => format!("{} escalation(s) in 4 weeks", m.escalations_4w),
         Factor::Reopens => format!("{} reopened ticket(s) in 4 weeks", m.reopens_4w),
         Factor::TicketVolume => match m.ticket_baseline_4w {
-            Some(b) => format!(
-                "{} tickets in 4 weeks vs a usual {:.1}",
-                m.tickets_4w, b
-            ),
+            Some(b) => format!("{} tickets in 4 weeks vs a usual {:.1}", m.tickets_4w, b),
             None => "ticket baseline not yet established".into(),
         },
-        Factor::ResolutionTime => format!("tickets take {:.0} hours to resolve on average", m.resolve_hours),
+        Factor::ResolutionTime => format!(
+            "tickets take {:.0} hours to resolve on average",
+            m.resolve_hours
+        ),
         Factor::TicketCsat => format!("ticket CSAT averages {:.1} of 5", m.ticket_csat),
-        Factor::FailedPayments => format!("{} failed payment(s) not yet recovered", m.unpaid_failures),
+        Factor::FailedPayments => {
+            format!("{} failed payment(s) not yet recovered", m.unpaid_failures)
+        }
         Factor::Overdue => format!("invoice {} days overdue", m.days_overdue),
         Factor::MrrChange => {
             let p = pct_change(m.mrr_now as f64, m.mrr_90d.max(1) as f64);
@@ -587,7 +624,10 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
             None => "no NPS answers yet".into(),
         },
         Factor::Csat => format!("survey CSAT averages {:.1} of 5", m.csat_mean),
-        Factor::Ces => format!("customer effort averages {:.1} of 7 (7 = easiest)", m.ces_mean),
+        Factor::Ces => format!(
+            "customer effort averages {:.1} of 7 (7 = easiest)",
+            m.ces_mean
+        ),
         Factor::Onboarding => format!("{} of 4 onboarding milestones reached", m.onboarding_done),
     }
 }
