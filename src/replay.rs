@@ -58,6 +58,7 @@ pub struct Summary {
     pub alerts_recovered: u64,
     pub alerts_upsell: u64,
     pub timers_fired: u64,
+    pub rescore_skipped: u64,
     pub model: String,
     /// Feedback-measured precision per alert kind, where feedback exists.
     pub precision_at_risk: Option<f64>,
@@ -83,6 +84,7 @@ impl Summary {
         s.alerts_recovered = st.alerts[AlertKind::Recovered as usize];
         s.alerts_upsell = st.alerts[AlertKind::UpsellOpportunity as usize];
         s.timers_fired = st.timers_fired;
+        s.rescore_skipped = st.rescore_skipped;
         s.model = p.model.id.to_string();
         s.precision_at_risk = st.precision(AlertKind::AtRisk);
         s.precision_upsell = st.precision(AlertKind::UpsellOpportunity);

@@ -373,6 +373,7 @@ pub fn encode(p: &Partition) -> Vec<u8> {
             l.too_old_for_window,
             st.dedup_forgotten_early,
             st.at_risk_suppressed_by_cooldown,
+            st.rescore_skipped,
         ],
     }
     .encode_to_vec()
@@ -401,7 +402,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     }
     fb.copy_from_slice(&s.stat_feedback);
     let m = &s.stat_misc;
-    if m.len() != 10 {
+    if m.len() != 11 {
         return Err(StateError::Malformed("stat_misc"));
     }
     stats.health_published = m[0];
@@ -416,6 +417,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     };
     stats.dedup_forgotten_early = m[8];
     stats.at_risk_suppressed_by_cooldown = m[9];
+    stats.rescore_skipped = m[10];
     let dedup = Dedup {
         set: s.dedup_key.iter().copied().collect(),
         order: s.dedup_key.into_iter().zip(s.dedup_time).collect(),

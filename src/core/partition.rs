@@ -61,6 +61,8 @@ pub struct Stats {
     pub limits: LimitHits,
     pub dedup_forgotten_early: u64,
     pub at_risk_suppressed_by_cooldown: u64,
+    /// Usage events applied without re-scoring (they could not change it).
+    pub rescore_skipped: u64,
 }
 
 impl Stats {
@@ -172,6 +174,9 @@ pub struct Partition {
     /// Newest event time seen (or ticked to).
     pub max_time: Ts,
     pub stats: Stats,
+    /// Score on every event, even usage that cannot change the score
+    /// (for tests that check skipping changes nothing).
+    pub rescore_every_event: bool,
 }
 
 impl PartialEq for Partition {
@@ -203,6 +208,7 @@ impl Partition {
             queued: Vec::new(),
             max_time: NEVER,
             stats: Stats::default(),
+            rescore_every_event: false,
         }
     }
 
@@ -431,6 +437,8 @@ impl Partition {
         }
         let cfg = &self.model.cfg;
         let acc = &mut self.accounts[idx];
+        let skip =
+            !self.rescore_every_event && rescore && usage_cannot_change_score(acc, ev, &self.model);
         acc.apply(ev.time, &ev.kind, &labels, cfg, &mut self.stats.limits);
         if matches!(ev.kind, EventKind::AccountUpdated { .. }) {
             let seg = self.labels.get(acc.segment);
@@ -439,7 +447,17 @@ impl Partition {
         }
         if rescore {
             let now = ev.time.max(self.accounts[idx].last_eval);
-            self.score(idx, now, Cause::Event(&ev.id), out);
+            if skip {
+                // Nothing the score reads changed: keep the bookkeeping that
+                // scoring would have done, and emit nothing (it would not).
+                self.stats.rescore_skipped += 1;
+                let acc = &mut self.accounts[idx];
+                acc.last_eval = now;
+                acc.timer_due = next_timer(acc, now, &self.model.cfg.alerts);
+                self.schedule(idx);
+            } else {
+                self.score(idx, now, Cause::Event(&ev.id), out);
+            }
         }
         let wm = self.watermark();
         self.fire_due(wm, out);
@@ -610,35 +628,112 @@ impl Partition {
             }));
         }
 
-        // Next timer: periodic re-scoring, the moment silence becomes a
-        // trigger, the renewal warning, override expiry.
-        acc.timer_due = if cancelled {
-            NEVER
-        } else {
-            let mut due = now + rules.reevaluate_every_hours as i64 * MS_PER_HOUR;
-            let mut consider = |t: Ts| {
-                if t > now && t < due {
-                    due = t;
-                }
-            };
-            if rules.silent_days > 0 {
-                let since = if acc.last_activity == NEVER {
-                    acc.first_seen
-                } else {
-                    acc.last_activity
-                };
-                consider(since + rules.silent_days as i64 * MS_PER_DAY);
-            }
-            if acc.renews_at != NEVER && rules.renewal_warning_days > 0 {
-                consider(acc.renews_at - rules.renewal_warning_days as i64 * MS_PER_DAY);
-            }
-            if let Some(o) = acc.active_override() {
-                consider(o.expires_at);
-            }
-            due
-        };
+        acc.timer_due = next_timer(acc, now, rules);
         self.schedule(idx);
     }
+}
+
+/// The account's next timer after scoring at `now`: periodic re-scoring,
+/// the moment silence becomes a trigger, the renewal warning, override
+/// expiry. None for a cancelled account.
+fn next_timer(acc: &Account, now: Ts, rules: &super::config::AlertRules) -> Ts {
+    if acc.is_cancelled() {
+        return NEVER;
+    }
+    let mut due = now + rules.reevaluate_every_hours as i64 * MS_PER_HOUR;
+    let mut consider = |t: Ts| {
+        if t > now && t < due {
+            due = t;
+        }
+    };
+    if rules.silent_days > 0 {
+        let since = if acc.last_activity == NEVER {
+            acc.first_seen
+        } else {
+            acc.last_activity
+        };
+        consider(since + rules.silent_days as i64 * MS_PER_DAY);
+    }
+    if acc.renews_at != NEVER && rules.renewal_warning_days > 0 {
+        consider(acc.renews_at - rules.renewal_warning_days as i64 * MS_PER_DAY);
+    }
+    if let Some(o) = acc.active_override() {
+        consider(o.expires_at);
+    }
+    due
+}
+
+/// True when applying this usage event and scoring at `max(time,
+/// last_eval)` would give exactly the score, band, alerts and publication
+/// that the last scoring gave — so the fold can skip scoring. Every
+/// quantity the score reads is checked: same day (decay, windows, overdue),
+/// recent activity both before and after (recency stays 100, no silence),
+/// a user and feature already counted in the 28-day windows, and no
+/// age-, renewal-, override- or cooldown-boundary in between. A property
+/// test checks the outputs are identical with and without skipping.
+fn usage_cannot_change_score(acc: &Account, ev: &Event<'_>, model: &Model) -> bool {
+    let (user, feature) = match &ev.kind {
+        EventKind::Login { user_id } => (user_id, None),
+        EventKind::Feature {
+            user_id, feature, ..
+        } => (user_id, Some(feature)),
+        _ => return false,
+    };
+    let last = acc.last_eval;
+    if last == NEVER || acc.is_cancelled() || acc.last_activity == NEVER {
+        return false;
+    }
+    let now = ev.time.max(last);
+    let day = day_of(now);
+    if day != day_of(last) || now - acc.last_activity > 2 * MS_PER_DAY {
+        return false;
+    }
+    let age = |t: Ts| t - acc.first_seen;
+    if age(last) < 28 * MS_PER_DAY
+        || age(last) / (7 * MS_PER_DAY) != age(now) / (7 * MS_PER_DAY)
+        || (age(last) >= 90 * MS_PER_DAY) != (age(now) >= 90 * MS_PER_DAY)
+    {
+        return false;
+    }
+    if acc.renews_at != NEVER
+        && (acc.renews_at - last) / MS_PER_DAY != (acc.renews_at - now) / MS_PER_DAY
+    {
+        return false;
+    }
+    if acc.active_override().is_some_and(|o| o.expires_at <= now) {
+        return false;
+    }
+    let rules = &model.cfg.alerts;
+    let cooldown = rules.at_risk_cooldown_days as i64 * MS_PER_DAY;
+    let la = acc.alert.last_at_risk_alert;
+    if la != NEVER && (last - la >= cooldown) != (now - la >= cooldown) {
+        return false;
+    }
+    let up = acc.alert.last_upsell_alert;
+    let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
+    if up != NEVER && (last - up >= up_cool) != (now - up >= up_cool) {
+        return false;
+    }
+    let since = day - 27;
+    let uh = super::account::hash32(user) as u64;
+    let user_counted = acc
+        .users
+        .binary_search_by(|&u| (u >> 32).cmp(&uh))
+        .is_ok_and(|i| (acc.users[i] as u32 as i32) >= since);
+    if !user_counted {
+        return false;
+    }
+    if let Some(f) = feature {
+        let fh = super::account::hash32(f);
+        let counted = acc
+            .features
+            .binary_search_by(|x| x.0.cmp(&fh))
+            .is_ok_and(|i| acc.features[i].1 >= since);
+        if !counted {
+            return false;
+        }
+    }
+    true
 }
 
 /// Deterministic alert id: the kind, then a hash of account, time and cause.
