@@ -15,10 +15,12 @@
 //! - [`replay`]: `vitals replay` — fold a JSONL log offline.
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
 //! - [`backtest`]: how well scores and alerts predict churn on a log.
+//! - [`bench`]: `vitals bench` measurements (memory per account).
 //!
 //! Dependencies point one way: `core` ← `codec` ← everything else.
 
 pub mod backtest;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod core;

@@ -80,6 +80,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measurements: `vitals bench memory` (RSS per account of the fold state).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// See it work: simulated customers folded in accelerated time, with
     /// the alert feed printed as it happens (offline; no broker needed).
     Demo {
@@ -92,6 +95,19 @@ enum Cmd {
         /// Most alerts to print (the rest are counted).
         #[arg(long, default_value_t = 40)]
         show: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Fold simulated accounts and report resident memory growth per account.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -143,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             if let Some(m) = mix {
-                if m.iter().any(|w| !(*w >= 0.0)) || m.iter().sum::<f64>() <= 0.0 {
+                if m.iter().any(|w| w.is_nan() || *w < 0.0) || m.iter().sum::<f64>() <= 0.0 {
                     bail!("--mix: weights must be ≥ 0 and not all 0");
                 }
                 o.mix.copy_from_slice(&m);
@@ -243,6 +259,14 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print_backtest(&r, bad);
             }
+        }
+        Cmd::Bench(BenchCmd::Memory {
+            accounts,
+            days,
+            seed,
+        }) => {
+            let r = vitals::bench::memory(accounts, days, seed);
+            println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Demo {
             accounts,

@@ -410,7 +410,7 @@ impl Acct {
             return;
         }
         let decline = self.decline(day);
-        let wd = (day + 0) % 7; // day 0 is a Monday
+        let wd = day % 7; // day 0 is a Monday
         let weekday = wd < 5;
 
         // --- usage ---
@@ -791,4 +791,33 @@ pub fn generate(o: &SimOptions) -> Vec<Event<'static>> {
 /// The ground truth without generating events.
 pub fn truth(o: &SimOptions) -> Vec<Truth> {
     (0..o.accounts).map(|i| Acct::new(i, o).truth(o)).collect()
+}
+
+/// A running simulation, for callers that fold as they generate (the
+/// memory benchmark): `day` appends one day of one account's events.
+pub struct Simulation {
+    opts: SimOptions,
+    accts: Vec<Acct>,
+}
+
+impl Simulation {
+    pub fn new(o: &SimOptions) -> Self {
+        Simulation {
+            opts: o.clone(),
+            accts: (0..o.accounts).map(|i| Acct::new(i, o)).collect(),
+        }
+    }
+
+    pub fn accounts(&self) -> usize {
+        self.accts.len()
+    }
+
+    /// Appends account `i`'s events of `day` to `out` (in generation order).
+    pub fn account_day(&mut self, i: usize, day: u32, out: &mut Vec<Event<'static>>) {
+        let mut tmp = Vec::new();
+        let o = self.opts.clone();
+        self.accts[i].day(day, &o, &mut tmp);
+        tmp.sort_by_key(|e| e.0);
+        out.extend(tmp.into_iter().map(|e| e.1));
+    }
 }

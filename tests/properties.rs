@@ -79,8 +79,10 @@ proptest! {
         let evs = sim(seed, accounts, days);
         // No event may be late, so that only the account's own events and
         // timers decide its outputs: allow lateness beyond the log's span.
-        let mut cfg = ModelConfig::default();
-        cfg.allowed_lateness_secs = 10 * 365 * 86_400;
+        let cfg = ModelConfig {
+            allowed_lateness_secs: 10 * 365 * 86_400,
+            ..ModelConfig::default()
+        };
         let m = model(cfg);
         // Per-account queues in log order, merged in an arbitrary order.
         let mut queues: BTreeMap<String, std::collections::VecDeque<Event<'static>>> = BTreeMap::new();
@@ -152,7 +154,7 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|i| Value::from(i)),
+        any::<i64>().prop_map(Value::from),
         (-20i64..120).prop_map(Value::from),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())

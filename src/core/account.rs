@@ -829,3 +829,20 @@ pub struct AppliedLabels {
     pub owner: Option<u16>,
     pub plan: Option<u16>,
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Account {} WeekRing {} AlertState {} Decayed {} Published {}",
+            std::mem::size_of::<Account>(),
+            std::mem::size_of::<WeekRing>(),
+            std::mem::size_of::<AlertState>(),
+            std::mem::size_of::<Decayed>(),
+            std::mem::size_of::<Option<Published>>()
+        );
+    }
+}

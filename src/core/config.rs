@@ -320,19 +320,19 @@ impl ModelConfig {
             );
         }
         let f = &self.factors;
-        if !(f.expected_features >= 1.0) {
+        if f.expected_features.is_nan() || f.expected_features < 1.0 {
             p.push("model.factors.expected_features: must be ≥ 1".into());
         }
-        if !(f.target_seat_utilisation > 0.0) {
+        if f.target_seat_utilisation.is_nan() || f.target_seat_utilisation <= 0.0 {
             p.push("model.factors.target_seat_utilisation: must be > 0".into());
         }
         if f.inactivity_days < 3 {
             p.push("model.factors.inactivity_days: must be ≥ 3".into());
         }
-        if !(f.survey_half_life_days > 0.0) {
+        if f.survey_half_life_days.is_nan() || f.survey_half_life_days <= 0.0 {
             p.push("model.factors.survey_half_life_days: must be > 0".into());
         }
-        if !(f.survey_prior_weight > 0.0) {
+        if f.survey_prior_weight.is_nan() || f.survey_prior_weight <= 0.0 {
             p.push("model.factors.survey_prior_weight: must be > 0".into());
         }
         let a = &self.alerts;
@@ -342,7 +342,7 @@ impl ModelConfig {
         if a.sharp_drop_days == 0 || a.sharp_drop_days > 30 {
             p.push("model.alerts.sharp_drop_days: must be within 1..=30".into());
         }
-        if !(a.publish_min_delta >= 0.0) {
+        if a.publish_min_delta.is_nan() || a.publish_min_delta < 0.0 {
             p.push("model.alerts.publish_min_delta: must be ≥ 0".into());
         }
         if a.upsell_min_signals == 0 {
