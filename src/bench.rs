@@ -28,6 +28,14 @@ pub struct MemoryReport {
     pub rss_after_bytes: u64,
     pub bytes_per_account: f64,
     pub dedup_ids: u64,
+    /// Where the bytes are, estimated from sizes and capacities (before
+    /// allocator overhead): the account struct itself, then per-account
+    /// heap parts, as means over accounts.
+    pub account_struct_bytes: u64,
+    pub mean_users: f64,
+    pub mean_heap_users_bytes: f64,
+    pub mean_heap_features_bytes: f64,
+    pub mean_heap_other_bytes: f64,
     pub elapsed_secs: f64,
 }
 
@@ -67,7 +75,42 @@ pub fn memory(accounts: u32, days: u32, seed: u64) -> MemoryReport {
         }
     }
     let after = rss_bytes().unwrap_or(0);
+    let n = part.accounts.len().max(1) as f64;
+    let thin = |cap: usize, elem: usize| if cap == 0 { 0 } else { 16 + cap * elem };
+    let mut users = 0usize;
+    let mut heap_users = 0usize;
+    let mut heap_features = 0usize;
+    let mut heap_other = 0usize;
+    for a in &part.accounts {
+        users += a.users.len();
+        heap_users += thin(a.users.capacity(), 8);
+        heap_features += thin(a.features.capacity(), 12);
+        heap_other += a.id.len()
+            + thin(a.mrr_history.capacity(), 16)
+            + thin(
+                a.unpaid.capacity(),
+                std::mem::size_of::<crate::core::account::Unpaid>(),
+            )
+            + a.support.as_ref().map_or(0, |s| {
+                std::mem::size_of::<crate::core::account::Support>()
+                    + thin(
+                        s.open_tickets.capacity(),
+                        std::mem::size_of::<crate::core::account::Ticket>(),
+                    )
+            })
+            + a.surveys
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<crate::core::account::Surveys>())
+            + a.extras
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<crate::core::account::Extras>());
+    }
     MemoryReport {
+        account_struct_bytes: std::mem::size_of::<crate::core::account::Account>() as u64,
+        mean_users: users as f64 / n,
+        mean_heap_users_bytes: heap_users as f64 / n,
+        mean_heap_features_bytes: heap_features as f64 / n,
+        mean_heap_other_bytes: heap_other as f64 / n,
         accounts: part.accounts.len() as u64,
         days,
         events,

@@ -339,9 +339,9 @@ fn mrr_contraction_and_cancellation() {
         &Scorecard::default(),
         &p.model.cfg,
     );
-    // 90 days before Feb 1 the MRR was 0 (before the subscription): no
-    // contraction measurable yet.
-    close(ev.values[Factor::MrrChange as usize], 0.0);
+    // 90 days before Feb 1 the account did not exist yet: it is compared
+    // with the first MRR known (10000), so a month-old contraction counts.
+    close(ev.values[Factor::MrrChange as usize], 24.0);
     let ev = evaluate(
         acc,
         t("2026-04-15T00:00:00Z"),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use thin_vec::ThinVec;
+
 use crate::core::account::{
     Account, AlertState, Decayed, Extras, LimitHits, Override, OverrideAudit, OverrideEnd,
-    Published, Ticket, Unpaid, WeekCell, WeekRing, SCORE_DAYS, WEEKS,
+    Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, SCORE_DAYS, WEEKS,
 };
 use crate::core::event::{Band, Priority};
 use crate::core::partition::{Dedup, Labels, Model, Partition, Stats};
@@ -75,8 +77,10 @@ fn unov(o: pb::OverrideState) -> Result<Override, StateError> {
 }
 
 fn account_to(a: &Account) -> pb::AccountState {
-    let c = &a.weeks.cells;
+    let w = &a.weeks;
     let ex = a.extras.as_deref();
+    let sup = a.support.as_deref();
+    let sv = a.surveys();
     let p = a.alert.published;
     pb::AccountState {
         id: a.id.to_string(),
@@ -90,25 +94,25 @@ fn account_to(a: &Account) -> pb::AccountState {
         cancelled_at: a.cancelled_at,
         last_eval: a.last_eval,
         last_activity: a.last_activity,
-        users: a.users.clone(),
+        users: a.users.to_vec(),
         feature_hash: a.features.iter().map(|f| f.0).collect(),
         feature_day: a.features.iter().map(|f| f.1).collect(),
         feature_count: a.features.iter().map(|f| f.2).collect(),
         weeks_head: a.weeks.head,
-        week_activity: c.iter().map(|c| c.activity).collect(),
-        week_wau: c.iter().map(|c| c.wau.into()).collect(),
-        week_tickets: c.iter().map(|c| c.tickets.into()).collect(),
-        week_escalations: c.iter().map(|c| c.escalations.into()).collect(),
-        week_reopens: c.iter().map(|c| c.reopens.into()).collect(),
+        week_activity: w.activity.to_vec(),
+        week_wau: w.wau.iter().map(|&v| v.into()).collect(),
+        week_tickets: w.tickets.iter().map(|&v| v.into()).collect(),
+        week_escalations: w.escalations.iter().map(|&v| v.into()).collect(),
+        week_reopens: w.reopens.iter().map(|&v| v.into()).collect(),
         seats_licensed: a.seats_licensed,
         tickets_total: a.tickets_total,
-        ticket_hash: a.open_tickets.iter().map(|t| t.hash).collect(),
-        ticket_opened_min: a.open_tickets.iter().map(|t| t.opened_min).collect(),
-        ticket_priority: a.open_tickets.iter().map(|t| t.priority as u32).collect(),
-        ticket_escalated: a.open_tickets.iter().map(|t| t.escalated).collect(),
-        resolve_hours: a.resolve_hours,
-        resolved: a.resolved,
-        ticket_csat: Some(dec(&a.ticket_csat)),
+        ticket_hash: a.open_tickets().iter().map(|t| t.hash).collect(),
+        ticket_opened_min: a.open_tickets().iter().map(|t| t.opened_min).collect(),
+        ticket_priority: a.open_tickets().iter().map(|t| t.priority as u32).collect(),
+        ticket_escalated: a.open_tickets().iter().map(|t| t.escalated).collect(),
+        resolve_hours: sup.map_or(0.0, |s| s.resolve_hours),
+        resolved: sup.map_or(0, |s| s.resolved),
+        ticket_csat: sup.map(|s| dec(&s.ticket_csat)),
         mrr_cents: a.mrr_cents,
         mrr_day: a.mrr_history.iter().map(|m| m.0).collect(),
         mrr_value: a.mrr_history.iter().map(|m| m.1).collect(),
@@ -119,11 +123,11 @@ fn account_to(a: &Account) -> pb::AccountState {
         unpaid_amount: a.unpaid.iter().map(|u| u.amount_cents).collect(),
         payments_failed_total: a.payments_failed_total,
         renews_at: a.renews_at,
-        nps: Some(dec(&a.nps)),
-        last_nps_score: a.last_nps.map(|n| n.0.into()),
-        last_nps_day: a.last_nps.map_or(0, |n| n.1),
-        csat: Some(dec(&a.csat)),
-        ces: Some(dec(&a.ces)),
+        nps: Some(dec(&sv.nps)),
+        last_nps_score: sv.last_nps.map(|n| n.0.into()),
+        last_nps_day: sv.last_nps.map_or(0, |n| n.1),
+        csat: Some(dec(&sv.csat)),
+        ces: Some(dec(&sv.ces)),
         onboarding: a.onboarding.into(),
         touchpoints: a.touchpoints,
         last_touchpoint: a.last_touchpoint,
@@ -160,6 +164,8 @@ fn account_to(a: &Account) -> pb::AccountState {
         score_head: a.alert.score_head,
         timer_due: a.timer_due,
         has_extras: ex.is_some(),
+        has_support: sup.is_some(),
+        has_surveys: a.surveys.is_some(),
     }
 }
 
@@ -224,17 +230,23 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         .as_slice()
         .try_into()
         .map_err(|_| StateError::Malformed("score_days"))?;
-    let mut cells = [WeekCell::default(); WEEKS];
-    for (i, c) in cells.iter_mut().enumerate() {
-        *c = WeekCell {
-            activity: s.week_activity[i],
-            wau: u16f(s.week_wau[i], "week_wau")?,
-            tickets: u8f(s.week_tickets[i], "week_tickets")?,
-            escalations: u8f(s.week_escalations[i], "week_escalations")?,
-            reopens: u8f(s.week_reopens[i], "week_reopens")?,
-        };
+    let mut weeks = WeekRing {
+        head: s.weeks_head,
+        ..WeekRing::default()
+    };
+    for i in 0..WEEKS {
+        weeks.set_at(
+            i,
+            WeekCell {
+                activity: s.week_activity[i],
+                wau: u16f(s.week_wau[i], "week_wau")?,
+                tickets: u8f(s.week_tickets[i], "week_tickets")?,
+                escalations: u8f(s.week_escalations[i], "week_escalations")?,
+                reopens: u8f(s.week_reopens[i], "week_reopens")?,
+            },
+        );
     }
-    let mut open_tickets = Vec::with_capacity(s.ticket_hash.len());
+    let mut open_tickets = ThinVec::with_capacity(s.ticket_hash.len());
     for i in 0..s.ticket_hash.len() {
         open_tickets.push(Ticket {
             hash: s.ticket_hash[i],
@@ -243,7 +255,7 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
             escalated: s.ticket_escalated[i],
         });
     }
-    let mut unpaid = Vec::with_capacity(s.unpaid_hash.len());
+    let mut unpaid = ThinVec::with_capacity(s.unpaid_hash.len());
     for i in 0..s.unpaid_hash.len() {
         unpaid.push(Unpaid {
             hash: s.unpaid_hash[i],
@@ -289,7 +301,7 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         cancelled_at: s.cancelled_at,
         last_eval: s.last_eval,
         last_activity: s.last_activity,
-        users: s.users,
+        users: s.users.into_iter().collect(),
         features: s
             .feature_hash
             .into_iter()
@@ -297,28 +309,37 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
             .zip(s.feature_count)
             .map(|((h, d), c)| (h, d, c))
             .collect(),
-        weeks: WeekRing {
-            head: s.weeks_head,
-            cells,
-        },
+        weeks,
         seats_licensed: s.seats_licensed,
         tickets_total: s.tickets_total,
-        open_tickets,
-        resolve_hours: s.resolve_hours,
-        resolved: s.resolved,
-        ticket_csat: undec(s.ticket_csat),
+        support: if s.has_support {
+            Some(Box::new(Support {
+                open_tickets,
+                resolve_hours: s.resolve_hours,
+                resolved: s.resolved,
+                ticket_csat: undec(s.ticket_csat),
+            }))
+        } else {
+            None
+        },
         mrr_cents: s.mrr_cents,
         mrr_history: s.mrr_day.into_iter().zip(s.mrr_value).collect(),
         unpaid,
         payments_failed_total: s.payments_failed_total,
         renews_at: s.renews_at,
-        nps: undec(s.nps),
-        last_nps: match s.last_nps_score {
-            Some(n) => Some((u8f(n, "last_nps_score")?, s.last_nps_day)),
-            None => None,
+        surveys: if s.has_surveys {
+            Some(Box::new(Surveys {
+                nps: undec(s.nps),
+                last_nps: match s.last_nps_score {
+                    Some(n) => Some((u8f(n, "last_nps_score")?, s.last_nps_day)),
+                    None => None,
+                },
+                csat: undec(s.csat),
+                ces: undec(s.ces),
+            }))
+        } else {
+            None
         },
-        csat: undec(s.csat),
-        ces: undec(s.ces),
         onboarding: u8f(s.onboarding, "onboarding")?,
         touchpoints: s.touchpoints,
         last_touchpoint: s.last_touchpoint,

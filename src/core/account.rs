@@ -1,6 +1,8 @@
 //! Per-account state and how each event changes it. Memory is bounded by
 //! [`Limits`]: every collection here has a cap and an eviction rule.
 
+use thin_vec::ThinVec;
+
 use super::config::Limits;
 use super::event::{Band, EventKind, Priority};
 use super::time::{day_of, week_of, Ts, MS_PER_DAY, MS_PER_HOUR, MS_PER_MIN};
@@ -42,20 +44,37 @@ pub struct WeekCell {
 
 /// The last [`WEEKS`] weeks, indexed by week number modulo [`WEEKS`].
 /// `head` is the newest week written; cells older than `head - WEEKS + 1`
-/// are zero.
+/// are zero. Stored column-wise (no padding): 85 bytes for nine weeks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeekRing {
     pub head: i32,
-    pub cells: [WeekCell; WEEKS],
+    pub activity: [u32; WEEKS],
+    pub wau: [u16; WEEKS],
+    pub tickets: [u8; WEEKS],
+    pub escalations: [u8; WEEKS],
+    pub reopens: [u8; WEEKS],
 }
 
 impl Default for WeekRing {
     fn default() -> Self {
         WeekRing {
             head: NO_DAY,
-            cells: [WeekCell::default(); WEEKS],
+            activity: [0; WEEKS],
+            wau: [0; WEEKS],
+            tickets: [0; WEEKS],
+            escalations: [0; WEEKS],
+            reopens: [0; WEEKS],
         }
     }
+}
+
+/// A mutable view of one week's counters.
+pub struct WeekCellMut<'a> {
+    pub activity: &'a mut u32,
+    pub wau: &'a mut u16,
+    pub tickets: &'a mut u8,
+    pub escalations: &'a mut u8,
+    pub reopens: &'a mut u8,
 }
 
 impl WeekRing {
@@ -63,21 +82,52 @@ impl WeekRing {
         week.rem_euclid(WEEKS as i32) as usize
     }
 
+    fn set(&mut self, i: usize, c: WeekCell) {
+        self.activity[i] = c.activity;
+        self.wau[i] = c.wau;
+        self.tickets[i] = c.tickets;
+        self.escalations[i] = c.escalations;
+        self.reopens[i] = c.reopens;
+    }
+
     /// The cell for `week`, rolling the ring forward if needed. `None` when
     /// the week is older than the ring holds.
-    pub fn cell_mut(&mut self, week: i32) -> Option<&mut WeekCell> {
+    pub fn cell_mut(&mut self, week: i32) -> Option<WeekCellMut<'_>> {
         if self.head == NO_DAY {
             self.head = week;
         } else if week > self.head {
             let gap = (week - self.head).min(WEEKS as i32);
             for k in 1..=gap {
-                self.cells[Self::slot(self.head + k)] = WeekCell::default();
+                self.set(Self::slot(self.head + k), WeekCell::default());
             }
             self.head = week;
         } else if week <= self.head - WEEKS as i32 {
             return None;
         }
-        Some(&mut self.cells[Self::slot(week)])
+        let i = Self::slot(week);
+        Some(WeekCellMut {
+            activity: &mut self.activity[i],
+            wau: &mut self.wau[i],
+            tickets: &mut self.tickets[i],
+            escalations: &mut self.escalations[i],
+            reopens: &mut self.reopens[i],
+        })
+    }
+
+    /// The stored cell at ring index `i`.
+    pub fn cell_at(&self, i: usize) -> WeekCell {
+        WeekCell {
+            activity: self.activity[i],
+            wau: self.wau[i],
+            tickets: self.tickets[i],
+            escalations: self.escalations[i],
+            reopens: self.reopens[i],
+        }
+    }
+
+    /// Replaces the stored cell at ring index `i` (state restore).
+    pub fn set_at(&mut self, i: usize, c: WeekCell) {
+        self.set(i, c);
     }
 
     /// The cell for `week` as seen from `head` (zero if not held).
@@ -85,7 +135,7 @@ impl WeekRing {
         if self.head == NO_DAY || week > self.head || week <= self.head - WEEKS as i32 {
             WeekCell::default()
         } else {
-            self.cells[Self::slot(week)]
+            self.cell_at(Self::slot(week))
         }
     }
 
@@ -107,6 +157,13 @@ pub struct Decayed {
 }
 
 impl Decayed {
+    pub const ZERO: Decayed = Decayed {
+        sum: 0.0,
+        weight: 0.0,
+        day: 0,
+        count: 0,
+    };
+
     fn factor(from: i32, to: i32, half_life: f64) -> f64 {
         if to <= from {
             1.0
@@ -142,6 +199,33 @@ impl Decayed {
         (self.sum * f + prior * prior_weight) / (self.weight * f + prior_weight)
     }
 }
+
+/// Survey state (boxed: many accounts never answer a survey).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Surveys {
+    pub nps: Decayed,
+    pub last_nps: Option<(u8, i32)>,
+    pub csat: Decayed,
+    pub ces: Decayed,
+}
+
+/// Support state beyond the weekly counts (boxed: allocated on the first
+/// ticket).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Support {
+    pub open_tickets: ThinVec<Ticket>,
+    /// Mean hours to resolve, and how many resolutions it averages.
+    pub resolve_hours: f64,
+    pub resolved: u32,
+    pub ticket_csat: Decayed,
+}
+
+static NO_SURVEYS: Surveys = Surveys {
+    nps: Decayed::ZERO,
+    last_nps: None,
+    csat: Decayed::ZERO,
+    ces: Decayed::ZERO,
+};
 
 /// An open support ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,28 +390,21 @@ pub struct Account {
     pub last_eval: Ts,
     pub last_activity: Ts,
     /// Users seen: `(hash << 32) | last active day`, sorted by hash.
-    pub users: Vec<u64>,
+    pub users: ThinVec<u64>,
     /// Features used: `(hash, last day, count)`, sorted by hash.
-    pub features: Vec<(u32, i32, u32)>,
+    pub features: ThinVec<(u32, i32, u32)>,
     pub weeks: WeekRing,
     pub seats_licensed: u32,
     pub tickets_total: u32,
-    pub open_tickets: Vec<Ticket>,
-    /// Mean hours to resolve, and how many resolutions it averages.
-    pub resolve_hours: f64,
-    pub resolved: u32,
-    pub ticket_csat: Decayed,
+    pub support: Option<Box<Support>>,
     pub mrr_cents: u64,
     /// MRR changes `(day, mrr after)` of the last 90 days, plus the last one
     /// before them, oldest first.
-    pub mrr_history: Vec<(i32, u64)>,
-    pub unpaid: Vec<Unpaid>,
+    pub mrr_history: ThinVec<(i32, u64)>,
+    pub unpaid: ThinVec<Unpaid>,
     pub payments_failed_total: u32,
     pub renews_at: Ts,
-    pub nps: Decayed,
-    pub last_nps: Option<(u8, i32)>,
-    pub csat: Decayed,
-    pub ces: Decayed,
+    pub surveys: Option<Box<Surveys>>,
     pub onboarding: u8,
     pub touchpoints: u32,
     pub last_touchpoint: Ts,
@@ -362,24 +439,18 @@ impl Account {
             cancelled_at: NEVER,
             last_eval: NEVER,
             last_activity: NEVER,
-            users: Vec::new(),
-            features: Vec::new(),
+            users: ThinVec::new(),
+            features: ThinVec::new(),
             weeks: WeekRing::default(),
             seats_licensed: 0,
             tickets_total: 0,
-            open_tickets: Vec::new(),
-            resolve_hours: 0.0,
-            resolved: 0,
-            ticket_csat: Decayed::default(),
+            support: None,
             mrr_cents: 0,
-            mrr_history: Vec::new(),
-            unpaid: Vec::new(),
+            mrr_history: ThinVec::new(),
+            unpaid: ThinVec::new(),
             payments_failed_total: 0,
             renews_at: NEVER,
-            nps: Decayed::default(),
-            last_nps: None,
-            csat: Decayed::default(),
-            ces: Decayed::default(),
+            surveys: None,
             onboarding: 0,
             touchpoints: 0,
             last_touchpoint: NEVER,
@@ -391,6 +462,24 @@ impl Account {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled_at != NEVER
+    }
+
+    /// Survey state (all-empty if the account never answered).
+    pub fn surveys(&self) -> &Surveys {
+        self.surveys.as_deref().unwrap_or(&NO_SURVEYS)
+    }
+
+    fn surveys_mut(&mut self) -> &mut Surveys {
+        self.surveys.get_or_insert_with(Default::default)
+    }
+
+    /// Open tickets (empty if none was ever opened).
+    pub fn open_tickets(&self) -> &[Ticket] {
+        self.support.as_deref().map_or(&[], |s| &s.open_tickets[..])
+    }
+
+    fn support_mut(&mut self) -> &mut Support {
+        self.support.get_or_insert_with(Default::default)
     }
 
     pub fn active_override(&self) -> Option<&Override> {
@@ -477,7 +566,7 @@ impl Account {
         };
         if newly_active_this_week {
             if let Some(c) = self.weeks.cell_mut(week) {
-                c.wau = c.wau.saturating_add(1);
+                *c.wau = c.wau.saturating_add(1);
             }
         }
     }
@@ -518,7 +607,7 @@ impl Account {
 
     fn add_activity(&mut self, time: Ts, n: u32, hits: &mut LimitHits) {
         match self.weeks.cell_mut(week_of(time)) {
-            Some(c) => c.activity = c.activity.saturating_add(n),
+            Some(c) => *c.activity = c.activity.saturating_add(n),
             None => hits.too_old_for_window += 1,
         }
         if time > self.last_activity {
@@ -527,7 +616,7 @@ impl Account {
         self.onboarding |= milestone::FIRST_USE;
     }
 
-    fn week_cell(&mut self, time: Ts, hits: &mut LimitHits) -> Option<&mut WeekCell> {
+    fn week_cell(&mut self, time: Ts, hits: &mut LimitHits) -> Option<WeekCellMut<'_>> {
         let c = self.weeks.cell_mut(week_of(time));
         if c.is_none() {
             hits.too_old_for_window += 1;
@@ -536,10 +625,6 @@ impl Account {
     }
 
     fn set_mrr(&mut self, day: i32, mrr: u64) {
-        if self.mrr_history.is_empty() && self.mrr_cents != mrr {
-            // Remember what it was before the first change we see.
-            self.mrr_history.push((day - 1, self.mrr_cents));
-        }
         self.mrr_cents = mrr;
         match self.mrr_history.last_mut() {
             Some(last) if last.0 == day => last.1 = mrr,
@@ -589,14 +674,15 @@ impl Account {
         hits: &mut LimitHits,
     ) {
         let h = hash32(ticket);
-        if self.open_tickets.iter().any(|t| t.hash == h) {
+        let sup = self.support_mut();
+        if sup.open_tickets.iter().any(|t| t.hash == h) {
             return;
         }
-        if self.open_tickets.len() >= limits.max_open_tickets as usize {
-            self.open_tickets.remove(0);
+        if sup.open_tickets.len() >= limits.max_open_tickets as usize {
+            sup.open_tickets.remove(0);
             hits.tickets_evicted += 1;
         }
-        self.open_tickets.push(Ticket {
+        sup.open_tickets.push(Ticket {
             hash: h,
             opened_min: (time.max(0) / MS_PER_MIN).min(u32::MAX as i64) as u32,
             priority,
@@ -639,16 +725,17 @@ impl Account {
             } => {
                 self.tickets_total = self.tickets_total.saturating_add(1);
                 if let Some(c) = self.week_cell(time, hits) {
-                    c.tickets = c.tickets.saturating_add(1);
+                    *c.tickets = c.tickets.saturating_add(1);
                 }
                 self.open_ticket(ticket_id, time, *priority, limits, hits);
             }
             EventKind::TicketEscalated { ticket_id } => {
                 if let Some(c) = self.week_cell(time, hits) {
-                    c.escalations = c.escalations.saturating_add(1);
+                    *c.escalations = c.escalations.saturating_add(1);
                 }
                 let h = hash32(ticket_id);
-                if let Some(t) = self.open_tickets.iter_mut().find(|t| t.hash == h) {
+                let open = self.support.as_mut().map(|s| &mut s.open_tickets);
+                if let Some(t) = open.and_then(|o| o.iter_mut().find(|t| t.hash == h)) {
                     t.escalated = true;
                     // An escalated ticket counts at least as high priority.
                     t.priority = t.priority.max(Priority::High);
@@ -656,22 +743,23 @@ impl Account {
             }
             EventKind::TicketResolved { ticket_id, csat } => {
                 let h = hash32(ticket_id);
-                if let Some(i) = self.open_tickets.iter().position(|t| t.hash == h) {
-                    let t = self.open_tickets.remove(i);
+                let sup = self.support_mut();
+                if let Some(i) = sup.open_tickets.iter().position(|t| t.hash == h) {
+                    let t = sup.open_tickets.remove(i);
                     let opened = t.opened_min as Ts * MS_PER_MIN;
                     let hours = ((time - opened).max(0) as f64) / MS_PER_HOUR as f64;
-                    self.resolved = self.resolved.saturating_add(1);
+                    sup.resolved = sup.resolved.saturating_add(1);
                     // Running mean over the last ~20 resolutions.
-                    let n = self.resolved.min(20) as f64;
-                    self.resolve_hours += (hours - self.resolve_hours) / n;
+                    let n = sup.resolved.min(20) as f64;
+                    sup.resolve_hours += (hours - sup.resolve_hours) / n;
                 }
                 if let Some(c) = csat {
-                    self.ticket_csat.add(day, *c as f64, half_life);
+                    sup.ticket_csat.add(day, *c as f64, half_life);
                 }
             }
             EventKind::TicketReopened { ticket_id } => {
                 if let Some(c) = self.week_cell(time, hits) {
-                    c.reopens = c.reopens.saturating_add(1);
+                    *c.reopens = c.reopens.saturating_add(1);
                 }
                 // The priority of a resolved ticket is not kept: a reopened
                 // ticket counts as normal unless it is still open.
@@ -732,13 +820,18 @@ impl Account {
                 u.overdue_day = day;
             }
             EventKind::SurveyNps { score, .. } => {
-                self.nps.add(day, *score as f64, half_life);
-                if self.last_nps.is_none_or(|(_, d)| day >= d) {
-                    self.last_nps = Some((*score, day));
+                let sv = self.surveys_mut();
+                sv.nps.add(day, *score as f64, half_life);
+                if sv.last_nps.is_none_or(|(_, d)| day >= d) {
+                    sv.last_nps = Some((*score, day));
                 }
             }
-            EventKind::SurveyCsat { score, .. } => self.csat.add(day, *score as f64, half_life),
-            EventKind::SurveyCes { score, .. } => self.ces.add(day, *score as f64, half_life),
+            EventKind::SurveyCsat { score, .. } => {
+                self.surveys_mut().csat.add(day, *score as f64, half_life)
+            }
+            EventKind::SurveyCes { score, .. } => {
+                self.surveys_mut().ces.add(day, *score as f64, half_life)
+            }
             EventKind::AccountUpdated { seats_licensed, .. } => {
                 if let Some(s) = labels.segment {
                     self.segment = s;
@@ -806,6 +899,13 @@ impl Account {
         let cutoff = day - 35;
         self.users.retain(|&u| (u as u32 as i32) >= cutoff);
         self.features.retain(|f| f.1 >= cutoff);
+        // Give back growth slack (allocations double as they grow).
+        if self.users.capacity() > self.users.len() + self.users.len() / 4 + 2 {
+            self.users.shrink_to_fit();
+        }
+        if self.features.capacity() > self.features.len() + self.features.len() / 4 + 2 {
+            self.features.shrink_to_fit();
+        }
     }
 }
 

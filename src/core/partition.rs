@@ -808,7 +808,7 @@ fn upsell_signals(
             });
         }
     }
-    if let Some((nps, d)) = acc.last_nps {
+    if let Some((nps, d)) = acc.surveys().last_nps {
         if nps >= r.upsell_promoter_nps && day - d <= 90 {
             s.push(UpsellSignal {
                 signal: "promoter_nps",

@@ -304,9 +304,9 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     }
 
     // --- support (penalties) ---
-    m.open_tickets = acc.open_tickets.len() as u32;
-    m.open_weighted = acc
-        .open_tickets
+    let open = acc.open_tickets();
+    m.open_tickets = open.len() as u32;
+    m.open_weighted = open
         .iter()
         .map(|t| match t.priority {
             Priority::Low => 2.0,
@@ -315,10 +315,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
             Priority::Urgent => 15.0,
         })
         .sum();
-    m.urgent_open = acc
-        .open_tickets
-        .iter()
-        .any(|t| t.priority == Priority::Urgent);
+    m.urgent_open = open.iter().any(|t| t.priority == Priority::Urgent);
     v[Factor::OpenTickets as usize] = m.open_weighted.min(40.0);
     // Last four weeks including the current one.
     m.escalations_4w = acc.weeks.sum(week - 3, week, |c| c.escalations as u32);
@@ -340,15 +337,19 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
         }
         None => 0.0,
     };
-    m.resolve_hours = acc.resolve_hours;
-    v[Factor::ResolutionTime as usize] = if acc.resolved > 0 {
-        ((acc.resolve_hours - 72.0) / 12.0).clamp(0.0, 10.0)
+    let (resolve_hours, resolved, ticket_csat) = acc
+        .support
+        .as_deref()
+        .map_or((0.0, 0, super::account::Decayed::ZERO), |s| {
+            (s.resolve_hours, s.resolved, s.ticket_csat)
+        });
+    m.resolve_hours = resolve_hours;
+    v[Factor::ResolutionTime as usize] = if resolved > 0 {
+        ((resolve_hours - 72.0) / 12.0).clamp(0.0, 10.0)
     } else {
         0.0
     };
-    m.ticket_csat = acc
-        .ticket_csat
-        .mean(day, f.survey_half_life_days, 4.0, f.survey_prior_weight);
+    m.ticket_csat = ticket_csat.mean(day, f.survey_half_life_days, 4.0, f.survey_prior_weight);
     v[Factor::TicketCsat as usize] = ((3.5 - m.ticket_csat) * 8.0).clamp(0.0, 15.0);
 
     // --- financial (penalties) ---
@@ -369,13 +370,14 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     // --- sentiment ---
     let hl = f.survey_half_life_days;
     let pw = f.survey_prior_weight;
-    m.nps_mean = acc.nps.mean(day, hl, 7.0, pw);
-    m.nps_answers = acc.nps.count;
-    m.last_nps = acc.last_nps.map(|(s, _)| s);
+    let sv = acc.surveys();
+    m.nps_mean = sv.nps.mean(day, hl, 7.0, pw);
+    m.nps_answers = sv.nps.count;
+    m.last_nps = sv.last_nps.map(|(s, _)| s);
     v[Factor::Nps as usize] = clamp100(10.0 * m.nps_mean);
-    m.csat_mean = acc.csat.mean(day, hl, 4.0, pw);
+    m.csat_mean = sv.csat.mean(day, hl, 4.0, pw);
     v[Factor::Csat as usize] = clamp100((m.csat_mean - 1.0) * 25.0);
-    m.ces_mean = acc.ces.mean(day, hl, 5.0, pw);
+    m.ces_mean = sv.ces.mean(day, hl, 5.0, pw);
     v[Factor::Ces as usize] = clamp100((m.ces_mean - 1.0) * 100.0 / 6.0);
 
     // --- lifecycle ---
@@ -428,7 +430,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
         Some(HardTrigger::Overdue)
     } else if m.urgent_open
         && score < sc.bands.healthy_at
-        && acc.last_nps.is_some_and(|(s, d)| s <= 6 && day - d <= 90)
+        && sv.last_nps.is_some_and(|(s, d)| s <= 6 && day - d <= 90)
     {
         Some(HardTrigger::DetractorUrgent)
     } else if a.silent_days > 0 && silent_days >= a.silent_days as f64 {
