@@ -19,14 +19,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeError::Json("an event must be a JSON object".into()));
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(DecodeError::Json(format!(
-            "invalid UTF-8 at byte {}",
-            e.valid_up_to()
-        )));
-    }
-    let raw: RawEvent<'_> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::Json(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    // From `&str`, serde_json skips its own UTF-8 checks (done above, once).
+    let mut raw: RawEvent<'_> =
+        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
     raw.validate()
 }
 

@@ -321,13 +321,14 @@ impl Ctx<'_> {
 const MAX_MONEY: i64 = i64::MAX / 4;
 
 impl<'a> RawEvent<'a> {
-    /// Validates the record against SPEC §1.
-    pub fn validate(self) -> Result<Event<'a>, DecodeError> {
+    /// Validates the record against SPEC §1, taking the fields out of
+    /// `self` (no copy of this large struct).
+    pub fn validate(&mut self) -> Result<Event<'a>, DecodeError> {
         let env = Ctx { context: "event" };
-        let ty = env.req_str("type", self.type_, 64)?;
-        let id = env.req_str("id", self.id, MAX_ID_CHARS)?;
-        let account_id = env.req_str("account_id", self.account_id, MAX_ID_CHARS)?;
-        let time = match (self.time, self.time_ms) {
+        let ty = env.req_str("type", self.type_.take(), 64)?;
+        let id = env.req_str("id", self.id.take(), MAX_ID_CHARS)?;
+        let account_id = env.req_str("account_id", self.account_id.take(), MAX_ID_CHARS)?;
+        let time = match (self.time.take(), self.time_ms) {
             (_, Some(ms)) => {
                 if (timefmt::MIN_TS..timefmt::MAX_TS).contains(&ms) {
                     ms
@@ -344,19 +345,19 @@ impl<'a> RawEvent<'a> {
         let t = MAX_TEXT_CHARS;
         let kind = match ty.as_ref() {
             "usage.login" => EventKind::Login {
-                user_id: c.req_str("user_id", self.user_id, l)?,
+                user_id: c.req_str("user_id", self.user_id.take(), l)?,
             },
             "usage.feature" => EventKind::Feature {
-                user_id: c.req_str("user_id", self.user_id, l)?,
-                feature: c.req_str("feature", self.feature, l)?,
+                user_id: c.req_str("user_id", self.user_id.take(), l)?,
+                feature: c.req_str("feature", self.feature.take(), l)?,
                 count: c
-                    .opt_int("count", self.count, 1, u32::MAX as i64)?
+                    .opt_int("count", self.count.take(), 1, u32::MAX as i64)?
                     .unwrap_or(1) as u32,
             },
             "ticket.opened" => {
-                let p = c.req_str("priority", self.priority, 16)?;
+                let p = c.req_str("priority", self.priority.take(), 16)?;
                 EventKind::TicketOpened {
-                    ticket_id: c.req_str("ticket_id", self.ticket_id, l)?,
+                    ticket_id: c.req_str("ticket_id", self.ticket_id.take(), l)?,
                     priority: c
                         .enum_of(
                             "priority",
@@ -368,17 +369,17 @@ impl<'a> RawEvent<'a> {
                 }
             }
             "ticket.escalated" => EventKind::TicketEscalated {
-                ticket_id: c.req_str("ticket_id", self.ticket_id, l)?,
+                ticket_id: c.req_str("ticket_id", self.ticket_id.take(), l)?,
             },
             "ticket.resolved" => EventKind::TicketResolved {
-                ticket_id: c.req_str("ticket_id", self.ticket_id, l)?,
-                csat: c.opt_int("csat", self.csat, 1, 5)?.map(|v| v as u8),
+                ticket_id: c.req_str("ticket_id", self.ticket_id.take(), l)?,
+                csat: c.opt_int("csat", self.csat.take(), 1, 5)?.map(|v| v as u8),
             },
             "ticket.reopened" => EventKind::TicketReopened {
-                ticket_id: c.req_str("ticket_id", self.ticket_id, l)?,
+                ticket_id: c.req_str("ticket_id", self.ticket_id.take(), l)?,
             },
             "subscription.started" => {
-                let currency = c.opt_str("currency", self.currency, 3)?;
+                let currency = c.opt_str("currency", self.currency.take(), 3)?;
                 if let Some(cur) = &currency {
                     if cur.len() != 3 || !cur.bytes().all(|b| b.is_ascii_uppercase()) {
                         return Err(c.err(
@@ -388,80 +389,91 @@ impl<'a> RawEvent<'a> {
                     }
                 }
                 EventKind::SubscriptionStarted {
-                    plan: c.req_str("plan", self.plan, l)?,
-                    mrr_cents: c.req_int("mrr_cents", self.mrr_cents, 0, MAX_MONEY)? as u64,
-                    seats: c.req_int("seats", self.seats, 0, u32::MAX as i64)? as u32,
-                    renews_at: c.opt_time("renews_at", self.renews_at)?,
+                    plan: c.req_str("plan", self.plan.take(), l)?,
+                    mrr_cents: c.req_int("mrr_cents", self.mrr_cents.take(), 0, MAX_MONEY)? as u64,
+                    seats: c.req_int("seats", self.seats.take(), 0, u32::MAX as i64)? as u32,
+                    renews_at: c.opt_time("renews_at", self.renews_at.take())?,
                     currency: currency.unwrap_or(Cow::Borrowed("USD")),
                 }
             }
             "subscription.changed" => EventKind::SubscriptionChanged {
-                plan: c.req_str("plan", self.plan, l)?,
-                mrr_cents: c.req_int("mrr_cents", self.mrr_cents, 0, MAX_MONEY)? as u64,
-                seats: c.req_int("seats", self.seats, 0, u32::MAX as i64)? as u32,
+                plan: c.req_str("plan", self.plan.take(), l)?,
+                mrr_cents: c.req_int("mrr_cents", self.mrr_cents.take(), 0, MAX_MONEY)? as u64,
+                seats: c.req_int("seats", self.seats.take(), 0, u32::MAX as i64)? as u32,
             },
             "subscription.renewed" => EventKind::SubscriptionRenewed {
-                renews_at: c.opt_time("renews_at", self.renews_at)?,
+                renews_at: c.opt_time("renews_at", self.renews_at.take())?,
                 mrr_cents: c
-                    .opt_int("mrr_cents", self.mrr_cents, 0, MAX_MONEY)?
+                    .opt_int("mrr_cents", self.mrr_cents.take(), 0, MAX_MONEY)?
                     .map(|v| v as u64),
             },
             "subscription.cancelled" => EventKind::SubscriptionCancelled {
-                reason: c.opt_text("reason", self.reason)?,
+                reason: c.opt_text("reason", self.reason.take())?,
             },
             "invoice.paid" => EventKind::InvoicePaid {
-                invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
-                amount_cents: c.req_int("amount_cents", self.amount_cents, 0, MAX_MONEY)? as u64,
+                invoice_id: c.req_str("invoice_id", self.invoice_id.take(), l)?,
+                amount_cents: c.req_int("amount_cents", self.amount_cents.take(), 0, MAX_MONEY)?
+                    as u64,
             },
             "invoice.payment_failed" => EventKind::InvoicePaymentFailed {
-                invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
-                amount_cents: c.req_int("amount_cents", self.amount_cents, 0, MAX_MONEY)? as u64,
-                reason: c.opt_text("reason", self.reason)?,
+                invoice_id: c.req_str("invoice_id", self.invoice_id.take(), l)?,
+                amount_cents: c.req_int("amount_cents", self.amount_cents.take(), 0, MAX_MONEY)?
+                    as u64,
+                reason: c.opt_text("reason", self.reason.take())?,
             },
             "invoice.overdue" => EventKind::InvoiceOverdue {
-                invoice_id: c.req_str("invoice_id", self.invoice_id, l)?,
-                amount_cents: c.req_int("amount_cents", self.amount_cents, 0, MAX_MONEY)? as u64,
-                days_overdue: c.req_int("days_overdue", self.days_overdue, 0, 36_500)? as u32,
+                invoice_id: c.req_str("invoice_id", self.invoice_id.take(), l)?,
+                amount_cents: c.req_int("amount_cents", self.amount_cents.take(), 0, MAX_MONEY)?
+                    as u64,
+                days_overdue: c.req_int("days_overdue", self.days_overdue.take(), 0, 36_500)?
+                    as u32,
             },
             "survey.nps" => EventKind::SurveyNps {
-                score: c.req_int("score", self.score, 0, 10)? as u8,
-                user_id: c.opt_str("user_id", self.user_id, l)?,
-                comment: c.opt_text("comment", self.comment)?,
+                score: c.req_int("score", self.score.take(), 0, 10)? as u8,
+                user_id: c.opt_str("user_id", self.user_id.take(), l)?,
+                comment: c.opt_text("comment", self.comment.take())?,
             },
             "survey.csat" => EventKind::SurveyCsat {
-                score: c.req_int("score", self.score, 1, 5)? as u8,
-                user_id: c.opt_str("user_id", self.user_id, l)?,
+                score: c.req_int("score", self.score.take(), 1, 5)? as u8,
+                user_id: c.opt_str("user_id", self.user_id.take(), l)?,
             },
             "survey.ces" => EventKind::SurveyCes {
-                score: c.req_int("score", self.score, 1, 7)? as u8,
-                user_id: c.opt_str("user_id", self.user_id, l)?,
+                score: c.req_int("score", self.score.take(), 1, 7)? as u8,
+                user_id: c.opt_str("user_id", self.user_id.take(), l)?,
             },
             "account.updated" => EventKind::AccountUpdated {
-                name: c.opt_str("name", self.name, l)?,
-                segment: c.opt_str("segment", self.segment, l)?,
-                tier: c.opt_str("tier", self.tier, l)?,
-                owner: c.opt_str("owner", self.owner, l)?,
+                name: c.opt_str("name", self.name.take(), l)?,
+                segment: c.opt_str("segment", self.segment.take(), l)?,
+                tier: c.opt_str("tier", self.tier.take(), l)?,
+                owner: c.opt_str("owner", self.owner.take(), l)?,
                 seats_licensed: c
-                    .opt_int("seats_licensed", self.seats_licensed, 0, u32::MAX as i64)?
+                    .opt_int(
+                        "seats_licensed",
+                        self.seats_licensed.take(),
+                        0,
+                        u32::MAX as i64,
+                    )?
                     .map(|v| v as u32),
             },
             "cs.touchpoint" => EventKind::Touchpoint {
-                kind: c.req_str("kind", self.kind, l)?,
-                note: c.opt_text("note", self.note)?,
+                kind: c.req_str("kind", self.kind.take(), l)?,
+                note: c.opt_text("note", self.note.take())?,
             },
             "health.override" => {
                 let band = c.enum_of(
                     "band",
-                    c.opt_str("band", self.band, 16)?,
+                    c.opt_str("band", self.band.take(), 16)?,
                     Band::parse,
                     "healthy, neutral, at_risk",
                 )?;
-                let score = c.opt_int("score", self.score, 0, 100)?.map(|v| v as u8);
+                let score = c
+                    .opt_int("score", self.score.take(), 0, 100)?
+                    .map(|v| v as u8);
                 if band.is_none() && score.is_none() {
                     return Err(c.err("band", "or score is required"));
                 }
                 let expires_at = c
-                    .opt_time("expires_at", self.expires_at)?
+                    .opt_time("expires_at", self.expires_at.take())?
                     .ok_or_else(|| c.err("expires_at", "is required"))?;
                 if expires_at <= time {
                     return Err(c.err("expires_at", "must be after time"));
@@ -469,15 +481,15 @@ impl<'a> RawEvent<'a> {
                 EventKind::HealthOverride {
                     band,
                     score,
-                    reason: c.req_str("reason", self.reason, t)?,
+                    reason: c.req_str("reason", self.reason.take(), t)?,
                     expires_at,
-                    by: c.opt_str("by", self.by, l)?,
+                    by: c.opt_str("by", self.by.take(), l)?,
                 }
             }
             "alert.feedback" => {
-                let v = c.req_str("verdict", self.verdict, 32)?;
+                let v = c.req_str("verdict", self.verdict.take(), 32)?;
                 EventKind::AlertFeedback {
-                    alert_id: c.req_str("alert_id", self.alert_id, l)?,
+                    alert_id: c.req_str("alert_id", self.alert_id.take(), l)?,
                     verdict: c
                         .enum_of(
                             "verdict",
@@ -486,7 +498,7 @@ impl<'a> RawEvent<'a> {
                             "useful, false_positive, already_known",
                         )?
                         .expect("present"),
-                    by: c.opt_str("by", self.by, l)?,
+                    by: c.opt_str("by", self.by.take(), l)?,
                 }
             }
             other => return Err(DecodeError::UnknownType(truncate(other, 64))),
