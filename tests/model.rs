@@ -760,3 +760,78 @@ fn segment_scorecards_apply() {
     // 68.6 < 80 under the enterprise card → at_risk.
     assert_eq!(last.band, Band::AtRisk);
 }
+
+#[test]
+fn cooldown_expiry_raises_a_held_back_alert() {
+    // at_risk at day 60 (two failed payments), recovered at day 61 (paid),
+    // at_risk again at day 70 — inside the 30-day cooldown, so held back.
+    // Still at risk when the cooldown ends (day 90, 02:00): a timer raises
+    // it then, caused by the timer, not by any event.
+    let mut p = part();
+    let mut log = Log::new();
+    healthy_history(&mut log, "a", 0, 100);
+    let d = |n: i64, h: i64| {
+        timefmt::format(t("2026-01-01T00:00:00Z") + n * 86_400_000 + h * 3_600_000)
+    };
+    log.add(
+        "a",
+        "invoice.payment_failed",
+        &d(60, 1),
+        r#""invoice_id":"i1","amount_cents":1"#,
+    );
+    log.add(
+        "a",
+        "invoice.payment_failed",
+        &d(60, 2),
+        r#""invoice_id":"i1","amount_cents":1"#,
+    );
+    log.add(
+        "a",
+        "invoice.paid",
+        &d(61, 1),
+        r#""invoice_id":"i1","amount_cents":1"#,
+    );
+    log.add(
+        "a",
+        "invoice.payment_failed",
+        &d(70, 1),
+        r#""invoice_id":"i2","amount_cents":1"#,
+    );
+    log.add(
+        "a",
+        "invoice.payment_failed",
+        &d(70, 2),
+        r#""invoice_id":"i2","amount_cents":1"#,
+    );
+    let mut evs: Vec<_> = log
+        .lines
+        .iter()
+        .map(|l| json::decode(l.as_bytes()).unwrap().into_owned())
+        .collect();
+    evs.sort_by_key(|e| e.time);
+    let mut out = Vec::new();
+    for e in &evs {
+        p.apply(e, &mut out);
+    }
+    let risk: Vec<_> = alerts(&out)
+        .into_iter()
+        .filter(|a| a.kind != AlertKind::UpsellOpportunity)
+        .map(|a| (a.kind, a.reason, a.time, a.caused_by.clone()))
+        .collect();
+    let expiry = t(&d(90, 2));
+    assert_eq!(risk.len(), 3, "{risk:?}");
+    assert_eq!(
+        (risk[0].0, risk[0].1),
+        (AlertKind::AtRisk, "payment_failures")
+    );
+    assert_eq!(risk[1].0, AlertKind::Recovered);
+    assert_eq!(
+        risk[2],
+        (
+            AlertKind::AtRisk,
+            "still_at_risk_after_cooldown",
+            expiry,
+            CausedBy::Timer(expiry)
+        )
+    );
+}

@@ -166,6 +166,8 @@ fn account_to(a: &Account) -> pb::AccountState {
         has_extras: ex.is_some(),
         has_support: sup.is_some(),
         has_surveys: a.surveys.is_some(),
+        at_risk_pending: a.alert.at_risk_pending,
+        upsell_pending: a.alert.upsell_pending,
     }
 }
 
@@ -347,8 +349,10 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         alert: AlertState {
             band: Band::from_u8(u8f(s.band, "band")?),
             at_risk_open: s.at_risk_open,
+            at_risk_pending: s.at_risk_pending,
             last_at_risk_alert: s.last_at_risk_alert,
             upsell_active: s.upsell_active,
+            upsell_pending: s.upsell_pending,
             last_upsell_alert: s.last_upsell_alert,
             published: if s.has_published {
                 Some(Published {

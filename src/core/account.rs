@@ -301,8 +301,13 @@ pub struct AlertState {
     /// An `at_risk` alert was raised and `recovered` has not followed yet.
     pub at_risk_open: bool,
     pub last_at_risk_alert: Ts,
+    /// Entering `at_risk` was held back by the cooldown; re-checked when it
+    /// expires.
+    pub at_risk_pending: bool,
     /// The upsell condition held at the last evaluation.
     pub upsell_active: bool,
+    /// An upsell was held back by the cooldown; re-checked when it expires.
+    pub upsell_pending: bool,
     pub last_upsell_alert: Ts,
     /// Last published health: score (rounded), band, override and status.
     pub published: Option<Published>,
@@ -316,8 +321,10 @@ impl Default for AlertState {
         AlertState {
             band: Band::Neutral,
             at_risk_open: false,
+            at_risk_pending: false,
             last_at_risk_alert: NEVER,
             upsell_active: false,
+            upsell_pending: false,
             last_upsell_alert: NEVER,
             published: None,
             score_days: [NO_SCORE; SCORE_DAYS],

@@ -518,8 +518,24 @@ impl Partition {
                     acc.alert.at_risk_open = true;
                     acc.alert.last_at_risk_alert = now;
                 } else if entered {
+                    // Held back by the cooldown: raised at its expiry (a
+                    // timer) if the account is still at risk then.
                     self.stats.at_risk_suppressed_by_cooldown += 1;
+                    acc.alert.at_risk_pending = true;
                 }
+            } else if acc.alert.at_risk_pending
+                && band == Band::AtRisk
+                && cooled
+                && !acc.alert.at_risk_open
+            {
+                alerts.push((
+                    AlertKind::AtRisk,
+                    "still_at_risk_after_cooldown",
+                    Vec::new(),
+                ));
+                acc.alert.at_risk_open = true;
+                acc.alert.at_risk_pending = false;
+                acc.alert.last_at_risk_alert = now;
             } else if acc.alert.at_risk_open
                 && (band == Band::Healthy || (band == Band::Neutral && old_band == Band::AtRisk))
             {
@@ -529,19 +545,31 @@ impl Partition {
             let n_signals = upsell_signals(&ev, acc, day, cfg, false).len();
             let cond = band == Band::Healthy && n_signals as u32 >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
-            if cond
-                && !acc.alert.upsell_active
-                && (acc.alert.last_upsell_alert == NEVER
-                    || now - acc.alert.last_upsell_alert >= up_cool)
-            {
+            let up_cooled = acc.alert.last_upsell_alert == NEVER
+                || now - acc.alert.last_upsell_alert >= up_cool;
+            let rising = cond && !acc.alert.upsell_active;
+            if (rising || (cond && acc.alert.upsell_pending)) && up_cooled {
                 let signals = upsell_signals(&ev, acc, day, cfg, true);
                 alerts.push((AlertKind::UpsellOpportunity, "expansion_signals", signals));
                 acc.alert.last_upsell_alert = now;
+                acc.alert.upsell_pending = false;
+            } else if rising {
+                // Held back by the cooldown: raised at its expiry if the
+                // signals still hold then.
+                acc.alert.upsell_pending = true;
+            }
+            if !cond {
+                acc.alert.upsell_pending = false;
+            }
+            if band != Band::AtRisk {
+                acc.alert.at_risk_pending = false;
             }
             acc.alert.upsell_active = cond;
         } else {
             acc.alert.at_risk_open = false;
+            acc.alert.at_risk_pending = false;
             acc.alert.upsell_active = false;
+            acc.alert.upsell_pending = false;
         }
         acc.alert.band = band;
         acc.last_eval = now;
@@ -659,6 +687,12 @@ fn next_timer(acc: &Account, now: Ts, rules: &super::config::AlertRules) -> Ts {
     }
     if let Some(o) = acc.active_override() {
         consider(o.expires_at);
+    }
+    if acc.alert.at_risk_pending {
+        consider(acc.alert.last_at_risk_alert + rules.at_risk_cooldown_days as i64 * MS_PER_DAY);
+    }
+    if acc.alert.upsell_pending {
+        consider(acc.alert.last_upsell_alert + rules.upsell_cooldown_days as i64 * MS_PER_DAY);
     }
     due
 }
