@@ -537,8 +537,8 @@ impl Account {
         self.unpaid.iter().map(|u| u.failures as u32).sum()
     }
 
-    fn touch_user(&mut self, user: &str, day: i32, limits: &Limits, hits: &mut LimitHits) {
-        let h = hash32(user) as u64;
+    fn touch_user(&mut self, user_hash: u32, day: i32, limits: &Limits, hits: &mut LimitHits) {
+        let h = user_hash as u64;
         let week = week_of(day as Ts * MS_PER_DAY);
         let pos = self.users.binary_search_by(|&u| (u >> 32).cmp(&h));
         let newly_active_this_week = match pos {
@@ -580,13 +580,12 @@ impl Account {
 
     fn touch_feature(
         &mut self,
-        feature: &str,
+        h: u32,
         day: i32,
         count: u32,
         limits: &Limits,
         hits: &mut LimitHits,
     ) {
-        let h = hash32(feature);
         match self.features.binary_search_by(|f| f.0.cmp(&h)) {
             Ok(i) => {
                 let f = &mut self.features[i];
@@ -712,7 +711,8 @@ impl Account {
         let half_life = cfg.factors.survey_half_life_days;
         match kind {
             EventKind::Login { user_id } => {
-                self.touch_user(user_id, day, limits, hits);
+                let uh = labels.user_hash.unwrap_or_else(|| hash32(user_id));
+                self.touch_user(uh, day, limits, hits);
                 self.add_activity(time, 1, hits);
                 self.update_onboarding(day);
             }
@@ -721,8 +721,10 @@ impl Account {
                 feature,
                 count,
             } => {
-                self.touch_user(user_id, day, limits, hits);
-                self.touch_feature(feature, day, *count, limits, hits);
+                let uh = labels.user_hash.unwrap_or_else(|| hash32(user_id));
+                let fh = labels.feature_hash.unwrap_or_else(|| hash32(feature));
+                self.touch_user(uh, day, limits, hits);
+                self.touch_feature(fh, day, *count, limits, hits);
                 self.add_activity(time, *count, hits);
                 self.update_onboarding(day);
             }
@@ -927,14 +929,17 @@ fn push_audit(ex: &mut Extras, entry: Override, end: OverrideEnd, ended_at: Ts) 
     });
 }
 
-/// Labels of an event, already interned by the partition (None = not in
-/// the event, or ignored at the label limit).
+/// What the partition prepared from an event: labels interned (None = not
+/// in the event, or ignored at the label limit) and the user/feature hashes
+/// if it already computed them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppliedLabels {
     pub segment: Option<u16>,
     pub tier: Option<u16>,
     pub owner: Option<u16>,
     pub plan: Option<u16>,
+    pub user_hash: Option<u32>,
+    pub feature_hash: Option<u32>,
 }
 
 #[cfg(test)]

@@ -437,8 +437,21 @@ impl Partition {
         }
         let cfg = &self.model.cfg;
         let acc = &mut self.accounts[idx];
-        let skip =
-            !self.rescore_every_event && rescore && usage_cannot_change_score(acc, ev, &self.model);
+        match &ev.kind {
+            EventKind::Login { user_id } => {
+                labels.user_hash = Some(super::account::hash32(user_id));
+            }
+            EventKind::Feature {
+                user_id, feature, ..
+            } => {
+                labels.user_hash = Some(super::account::hash32(user_id));
+                labels.feature_hash = Some(super::account::hash32(feature));
+            }
+            _ => {}
+        }
+        let skip = !self.rescore_every_event
+            && rescore
+            && usage_cannot_change_score(acc, ev, &labels, &self.model);
         acc.apply(ev.time, &ev.kind, &labels, cfg, &mut self.stats.limits);
         if matches!(ev.kind, EventKind::AccountUpdated { .. }) {
             let seg = self.labels.get(acc.segment);
@@ -705,13 +718,14 @@ fn next_timer(acc: &Account, now: Ts, rules: &super::config::AlertRules) -> Ts {
 /// a user and feature already counted in the 28-day windows, and no
 /// age-, renewal-, override- or cooldown-boundary in between. A property
 /// test checks the outputs are identical with and without skipping.
-fn usage_cannot_change_score(acc: &Account, ev: &Event<'_>, model: &Model) -> bool {
-    let (user, feature) = match &ev.kind {
-        EventKind::Login { user_id } => (user_id, None),
-        EventKind::Feature {
-            user_id, feature, ..
-        } => (user_id, Some(feature)),
-        _ => return false,
+fn usage_cannot_change_score(
+    acc: &Account,
+    ev: &Event<'_>,
+    pre: &AppliedLabels,
+    model: &Model,
+) -> bool {
+    let Some(uh) = pre.user_hash else {
+        return false;
     };
     let last = acc.last_eval;
     if last == NEVER || acc.is_cancelled() || acc.last_activity == NEVER {
@@ -749,7 +763,7 @@ fn usage_cannot_change_score(acc: &Account, ev: &Event<'_>, model: &Model) -> bo
         return false;
     }
     let since = day - 27;
-    let uh = super::account::hash32(user) as u64;
+    let uh = uh as u64;
     let user_counted = acc
         .users
         .binary_search_by(|&u| (u >> 32).cmp(&uh))
@@ -757,8 +771,7 @@ fn usage_cannot_change_score(acc: &Account, ev: &Event<'_>, model: &Model) -> bo
     if !user_counted {
         return false;
     }
-    if let Some(f) = feature {
-        let fh = super::account::hash32(f);
+    if let Some(fh) = pre.feature_hash {
         let counted = acc
             .features
             .binary_search_by(|x| x.0.cmp(&fh))
