@@ -18,6 +18,25 @@
 //! - [`bench`]: `vitals bench` measurements (memory per account).
 //!
 //! Dependencies point one way: `core` ← `codec` ← everything else.
+//!
+//! ## Folding events
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vitals::codec::json;
+//! use vitals::core::{Model, ModelConfig, Partition, Signal};
+//!
+//! let mut part = Partition::new(Arc::new(Model::new(ModelConfig::default())));
+//! let mut signals = Vec::new();
+//! let line = br#"{"id":"e1","account_id":"acme","type":"subscription.started",
+//!     "time":"2026-01-05T00:00:00Z","plan":"team","mrr_cents":10000,"seats":10}"#;
+//! let event = json::decode(line)?;
+//! part.apply(&event, &mut signals);
+//! let Signal::Health(h) = &signals[0] else { panic!("a health record") };
+//! assert_eq!((h.account_id.as_str(), h.score), ("acme", 68.6));
+//! assert_eq!(h.band.as_str(), "neutral");
+//! # Ok::<(), vitals::codec::DecodeError>(())
+//! ```
 
 pub mod backtest;
 pub mod bench;
