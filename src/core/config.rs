@@ -196,7 +196,7 @@ impl Default for AlertRules {
     fn default() -> Self {
         AlertRules {
             at_risk_cooldown_days: 30,
-            upsell_cooldown_days: 30,
+            upsell_cooldown_days: 90,
             sharp_drop_points: 20.0,
             sharp_drop_days: 7,
             failed_payments: 2,
@@ -204,7 +204,7 @@ impl Default for AlertRules {
             silent_days: 14,
             renewal_warning_days: 30,
             upsell_seat_utilisation: 0.9,
-            upsell_usage_growth: 0.3,
+            upsell_usage_growth: 0.5,
             upsell_promoter_nps: 9,
             upsell_feature_breadth: 0.8,
             upsell_min_signals: 2,

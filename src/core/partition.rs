@@ -555,8 +555,19 @@ impl Partition {
                 alerts.push((AlertKind::Recovered, "left_band", Vec::new()));
                 acc.alert.at_risk_open = false;
             }
-            let n_signals = upsell_signals(&ev, acc, day, cfg, false).len();
-            let cond = band == Band::Healthy && n_signals as u32 >= rules.upsell_min_signals;
+            // At least `upsell_min_signals` signals, one of them a sign of
+            // outgrowing the plan (seats or usage growth), not only of
+            // liking it (NPS, breadth).
+            let sig = upsell_signals(&ev, acc, day, cfg, false);
+            let expansion = sig.iter().any(|s| {
+                matches!(
+                    s.signal,
+                    "seat_utilisation" | "plan_limit_pressure" | "usage_growth"
+                )
+            });
+            let cond = band == Band::Healthy
+                && expansion
+                && sig.len() as u32 >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
             let up_cooled = acc.alert.last_upsell_alert == NEVER
                 || now - acc.alert.last_upsell_alert >= up_cool;
@@ -816,28 +827,30 @@ fn upsell_signals(
     let r = &cfg.alerts;
     let m = &ev.measures;
     let mut s = Vec::new();
+    // Seat pressure is judged on the last 7 days: nearly every user shows
+    // up at least once in 28 days, so 28-day counts flatter utilisation.
     if m.seats > 0 {
-        let u = m.active_users_28d as f64 / m.seats as f64;
+        let u = m.active_users_7d as f64 / m.seats as f64;
         if u >= r.upsell_seat_utilisation {
             s.push(UpsellSignal {
                 signal: "seat_utilisation",
                 value: round1(u * 100.0) / 100.0,
                 detail: explain_then(explain, || {
                     format!(
-                        "{} of {} licensed seats active",
-                        m.active_users_28d, m.seats
+                        "{} of {} licensed seats active in the last 7 days",
+                        m.active_users_7d, m.seats
                     )
                 }),
             });
         }
-        if m.active_users_28d > m.seats {
+        if m.active_users_7d > m.seats {
             s.push(UpsellSignal {
                 signal: "plan_limit_pressure",
-                value: (m.active_users_28d - m.seats) as f64,
+                value: (m.active_users_7d - m.seats) as f64,
                 detail: explain_then(explain, || {
                     format!(
-                        "{} more active users than licensed seats",
-                        m.active_users_28d - m.seats
+                        "{} more users active in 7 days than licensed seats",
+                        m.active_users_7d - m.seats
                     )
                 }),
             });

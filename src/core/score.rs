@@ -164,6 +164,7 @@ pub struct Measures {
     pub wau_recent: f64,
     pub wau_prior: f64,
     pub active_users_28d: u32,
+    pub active_users_7d: u32,
     pub seats: u32,
     pub features_28d: u32,
     pub open_weighted: f64,
@@ -284,6 +285,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
 
     // --- adoption ---
     m.active_users_28d = acc.active_users_since(day - 27);
+    m.active_users_7d = acc.active_users_since(day - 6);
     m.seats = acc.seats_licensed;
     v[Factor::SeatUtilisation as usize] = if acc.seats_licensed == 0 {
         50.0
