@@ -329,14 +329,21 @@ fn demo(accounts: u32, days: u32, seed: u64, show: usize) -> Result<()> {
     let mut part = Partition::new(Arc::new(Model::new(cfg.model)));
     let mut out = Vec::new();
     let mut shown = 0;
+    let mut upsells_shown = 0;
     let mut counts = [0u64; 3];
     for ev in &events {
         part.apply(ev, &mut out);
         for s in out.drain(..) {
             if let Signal::Alert(a) = s {
                 counts[a.kind as usize] += 1;
+                // Upsells are frequent: show a few, keep room for risk.
+                let is_upsell = a.kind == vitals::core::AlertKind::UpsellOpportunity;
+                if is_upsell && upsells_shown >= show / 5 {
+                    continue;
+                }
                 if shown < show {
                     shown += 1;
+                    upsells_shown += usize::from(is_upsell);
                     let when = codec::timefmt::format(a.time);
                     println!(
                         "{}  {:<19} {}  score {:>5.1}  {} → {}  ({})",

@@ -565,9 +565,8 @@ impl Partition {
                     "seat_utilisation" | "plan_limit_pressure" | "usage_growth"
                 )
             });
-            let cond = band == Band::Healthy
-                && expansion
-                && sig.len() as u32 >= rules.upsell_min_signals;
+            let cond =
+                band == Band::Healthy && expansion && sig.len() as u32 >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
             let up_cooled = acc.alert.last_upsell_alert == NEVER
                 || now - acc.alert.last_upsell_alert >= up_cool;
