@@ -12,6 +12,7 @@
 //!   output records, state encoding for snapshots.
 //! - [`config`]: the service's TOML configuration, with validation that
 //!   reports every problem at once.
+//! - [`kafka`]: Kafka adapters — the embedded broker, the partitioner.
 //! - [`replay`]: `vitals replay` — fold a JSONL log offline.
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
 //! - [`backtest`]: how well scores and alerts predict churn on a log.
@@ -43,5 +44,6 @@ pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod core;
+pub mod kafka;
 pub mod replay;
 pub mod simulate;

@@ -80,6 +80,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The embedded Kafka-protocol broker alone (librdkafka's mock cluster)
+    /// with the SPEC topics created; prints its bootstrap address.
+    Broker {
+        /// Partitions of every topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        /// Number of mock brokers.
+        #[arg(long, default_value_t = 1)]
+        brokers: u32,
+        /// Also write the bootstrap address to this file (for scripts).
+        #[arg(long)]
+        address_file: Option<PathBuf>,
+    },
     /// Measurements: `vitals bench memory` (RSS per account of the fold state).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -260,6 +273,27 @@ fn run(cli: Cli) -> Result<()> {
                 print_backtest(&r, bad);
             }
         }
+        Cmd::Broker {
+            partitions,
+            brokers,
+            address_file,
+        } => {
+            let b = vitals::kafka::broker::EmbeddedBroker::start(brokers, partitions)?;
+            let addr = b.bootstrap_servers();
+            if let Some(f) = &address_file {
+                std::fs::write(f, format!("{addr}\n"))
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+            }
+            println!("{addr}");
+            std::io::stdout().flush()?;
+            eprintln!(
+                "embedded broker (librdkafka mock cluster) at {addr}: topics {} with {partitions} partitions each; \
+                 at most 5 MiB kept per partition; Ctrl-C or SIGTERM stops it",
+                vitals::kafka::topics::all().join(", ")
+            );
+            wait_for_shutdown()?;
+            drop(b);
+        }
         Cmd::Bench(BenchCmd::Memory {
             accounts,
             days,
@@ -275,6 +309,21 @@ fn run(cli: Cli) -> Result<()> {
             show,
         } => demo(accounts, days, seed, show)?,
     }
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_shutdown() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
     Ok(())
 }
 

@@ -1,0 +1,123 @@
+//! Kafka adapters over a real Kafka-protocol broker (librdkafka's mock
+//! cluster): the embedded broker and its topics, the partitioner against
+//! librdkafka's own murmur2, and `vitals broker` as a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use vitals::kafka::broker::EmbeddedBroker;
+use vitals::kafka::partitioner::partition_for;
+use vitals::kafka::topics;
+
+fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "vitals-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
+#[test]
+fn embedded_broker_has_every_spec_topic_co_partitioned() {
+    let b = EmbeddedBroker::start(1, 3).expect("broker");
+    let c = consumer(&b.bootstrap_servers());
+    let md = c
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    for t in topics::all() {
+        let topic = md
+            .topics()
+            .iter()
+            .find(|x| x.name() == t)
+            .unwrap_or_else(|| panic!("topic {t} missing"));
+        assert_eq!(topic.partitions().len(), 3, "{t}");
+    }
+    assert!(EmbeddedBroker::start(1, 0).is_err());
+}
+
+#[tokio::test]
+async fn partitioner_agrees_with_librdkafka_murmur2() {
+    let b = EmbeddedBroker::start(1, 1).expect("broker");
+    b.create_topic("keys", 7).expect("topic");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap_servers())
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    for i in 0..200 {
+        let key = format!("acct-{i:06}");
+        let d = p
+            .send(
+                FutureRecord::to("keys").key(&key).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+        assert_eq!(
+            d.partition as u32,
+            partition_for(key.as_bytes(), 7),
+            "key {key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn vitals_broker_runs_as_a_process_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["broker", "--partitions", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vitals broker");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let addr = line.trim().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("producer");
+    let d = p
+        .send(
+            FutureRecord::to("usage")
+                .key("acct-1")
+                .payload("{}")
+                .partition(1),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    assert_eq!((d.partition, d.offset), (1, 0));
+
+    let c = consumer(&addr);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("usage", 1, Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let msg = loop {
+        match c.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => break m.detach(),
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => panic!("no record within 10 s"),
+        }
+    };
+    assert_eq!(msg.key(), Some(&b"acct-1"[..]));
+    assert_eq!(msg.payload(), Some(&b"{}"[..]));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "vitals broker exits 0 on SIGTERM: {exit:?}");
+}
