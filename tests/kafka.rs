@@ -103,12 +103,10 @@ async fn vitals_broker_runs_as_a_process_and_stops_on_sigterm() {
     tpl.add_partition_offset("usage", 1, Offset::Beginning)
         .expect("tpl");
     c.assign(&tpl).expect("assign");
-    let msg = loop {
-        match c.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => break m.detach(),
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => panic!("no record within 10 s"),
-        }
+    let msg = match c.poll(Duration::from_secs(10)) {
+        Some(Ok(m)) => m.detach(),
+        Some(Err(e)) => panic!("consume: {e}"),
+        None => panic!("no record within 10 s"),
     };
     assert_eq!(msg.key(), Some(&b"acct-1"[..]));
     assert_eq!(msg.payload(), Some(&b"{}"[..]));
