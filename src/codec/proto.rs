@@ -72,6 +72,29 @@ pub fn raw_of(m: &pb::Event) -> RawEvent<'_> {
 
 /// Decodes and validates one Protobuf record.
 pub fn decode(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
+    decode_borrowed(bytes).map(Event::into_owned)
+}
+
+/// Decodes and validates one Protobuf record, borrowing strings from
+/// `bytes` (no allocation for an event without escapes — Protobuf has none).
+///
+/// This reads the wire format directly instead of building prost's owned
+/// message first; a property test checks it accepts and rejects exactly
+/// what `prost` + [`raw_of`] do.
+pub fn decode_borrowed(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    let mut raw = read_raw(bytes).map_err(DecodeError::Protobuf)?;
+    raw.validate()
+}
+
+/// The prost path: decode the owned message, then validate. Kept as the
+/// reference the direct reader is tested against.
+pub fn decode_via_prost(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
@@ -82,23 +105,164 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
     raw_of(&m).validate().map(Event::into_owned)
 }
 
-/// Decodes into a reusable message buffer and calls `f` with the event,
-/// which borrows from it (the allocation-light path for bulk decoding).
+/// Decodes and calls `f` with the event, which borrows from `bytes`.
+/// (`_buf` is no longer needed and kept for callers.)
 pub fn decode_with<R>(
     bytes: &[u8],
-    buf: &mut pb::Event,
+    _buf: &mut pb::Event,
     f: impl FnOnce(Event<'_>) -> R,
 ) -> Result<R, DecodeError> {
-    if bytes.len() > MAX_RECORD_BYTES {
-        return Err(DecodeError::TooLarge {
-            size: bytes.len(),
-            limit: MAX_RECORD_BYTES,
-        });
+    Ok(f(decode_borrowed(bytes)?))
+}
+
+/// Reads the flat `vitals.v1.Event` message into the JSON-shaped view.
+fn read_raw(mut buf: &[u8]) -> Result<RawEvent<'_>, String> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let mut r = RawEvent::default();
+    let err = |e: prost::DecodeError| e.to_string();
+    while !buf.is_empty() {
+        let (tag, wt) = decode_key(&mut buf).map_err(err)?;
+        let want = |w: WireType| -> Result<(), String> {
+            if wt == w {
+                Ok(())
+            } else {
+                Err(format!(
+                    "field {tag}: invalid wire type {wt:?}, expected {w:?}"
+                ))
+            }
+        };
+        // Known fields: strings are length-delimited, integers varints.
+        let string_slot: Option<&mut Option<Val<'_>>> = match tag {
+            1 => Some(&mut r.id),
+            2 => Some(&mut r.account_id),
+            3 => Some(&mut r.type_),
+            4 => Some(&mut r.time),
+            10 => Some(&mut r.user_id),
+            11 => Some(&mut r.feature),
+            20 => Some(&mut r.ticket_id),
+            21 => Some(&mut r.priority),
+            30 => Some(&mut r.plan),
+            33 => Some(&mut r.renews_at),
+            34 => Some(&mut r.currency),
+            35 => Some(&mut r.reason),
+            40 => Some(&mut r.invoice_id),
+            51 => Some(&mut r.comment),
+            60 => Some(&mut r.name),
+            61 => Some(&mut r.segment),
+            62 => Some(&mut r.tier),
+            63 => Some(&mut r.owner),
+            70 => Some(&mut r.kind),
+            71 => Some(&mut r.note),
+            80 => Some(&mut r.band),
+            81 => Some(&mut r.expires_at),
+            82 => Some(&mut r.by),
+            90 => Some(&mut r.alert_id),
+            91 => Some(&mut r.verdict),
+            _ => None,
+        };
+        if let Some(slot) = string_slot {
+            want(WireType::LengthDelimited)?;
+            let s = take_len(&mut buf)?;
+            let s =
+                std::str::from_utf8(s).map_err(|_| format!("field {tag}: string is not UTF-8"))?;
+            // proto3 singular strings: empty means unset, as prost reads them
+            // and as `raw_of` maps them; optional strings keep "".
+            let required = matches!(tag, 1..=4);
+            *slot = if required && s.is_empty() {
+                None
+            } else {
+                Some(Val::Str(Cow::Borrowed(s)))
+            };
+            if tag == 4 {
+                r.time_ms = None;
+                if s.is_empty() {
+                    // An empty `time` still selects the oneof case.
+                    r.time = None;
+                }
+            }
+            continue;
+        }
+        let int_slot: Option<&mut Option<Val<'_>>> = match tag {
+            12 => Some(&mut r.count),
+            22 => Some(&mut r.csat),
+            31 => Some(&mut r.mrr_cents),
+            32 => Some(&mut r.seats),
+            41 => Some(&mut r.amount_cents),
+            42 => Some(&mut r.days_overdue),
+            50 => Some(&mut r.score),
+            64 => Some(&mut r.seats_licensed),
+            _ => None,
+        };
+        if let Some(slot) = int_slot {
+            want(WireType::Varint)?;
+            let v = decode_varint(&mut buf).map_err(err)? as i64;
+            *slot = Some(Val::Int(v));
+            continue;
+        }
+        if tag == 5 {
+            want(WireType::Varint)?;
+            r.time_ms = Some(decode_varint(&mut buf).map_err(err)? as i64);
+            r.time = None;
+            continue;
+        }
+        skip(&mut buf, tag, wt, 0)?;
     }
-    buf.clear();
-    buf.merge(bytes)
-        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    Ok(f(raw_of(buf).validate()?))
+    Ok(r)
+}
+
+fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let len = prost::encoding::decode_varint(buf).map_err(|e| e.to_string())?;
+    if len > buf.len() as u64 {
+        return Err("buffer underflow".into());
+    }
+    let (head, tail) = buf.split_at(len as usize);
+    *buf = tail;
+    Ok(head)
+}
+
+/// Skips an unknown field (groups included, nested at most 100 deep).
+fn skip(
+    buf: &mut &[u8],
+    tag: u32,
+    wt: prost::encoding::WireType,
+    depth: u32,
+) -> Result<(), String> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    match wt {
+        WireType::Varint => {
+            decode_varint(buf).map_err(|e| e.to_string())?;
+        }
+        WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
+            let n = if wt == WireType::SixtyFourBit { 8 } else { 4 };
+            if buf.len() < n {
+                return Err("buffer underflow".into());
+            }
+            *buf = &buf[n..];
+        }
+        WireType::LengthDelimited => {
+            take_len(buf)?;
+        }
+        WireType::StartGroup => {
+            if depth >= 100 {
+                return Err("recursion limit reached".into());
+            }
+            loop {
+                if buf.is_empty() {
+                    return Err("buffer underflow".into());
+                }
+                let (t, w) = decode_key(buf).map_err(|e| e.to_string())?;
+                if w == WireType::EndGroup {
+                    if t != tag {
+                        return Err("unexpected end group tag".into());
+                    }
+                    break;
+                }
+                skip(buf, t, w, depth + 1)?;
+            }
+        }
+        WireType::EndGroup => return Err("unexpected end group tag".into()),
+    }
+    Ok(())
 }
 
 /// Encodes an event as the Protobuf message (for producers and tests).

@@ -725,7 +725,8 @@ fn next_timer(acc: &Account, now: Ts, rules: &super::config::AlertRules) -> Ts {
 /// that the last scoring gave — so the fold can skip scoring. Every
 /// quantity the score reads is checked: same day (decay, windows, overdue),
 /// recent activity both before and after (recency stays 100, no silence),
-/// a user and feature already counted in the 28-day windows, and no
+/// a user already counted in the 7- and 28-day windows, a feature already
+/// counted in the 28-day window, and no
 /// age-, renewal-, override- or cooldown-boundary in between. A property
 /// test checks the outputs are identical with and without skipping.
 fn usage_cannot_change_score(
@@ -772,12 +773,14 @@ fn usage_cannot_change_score(
     if up != NEVER && (last - up >= up_cool) != (now - up >= up_cool) {
         return false;
     }
+    // The user must already count in both user windows (7 and 28 days),
+    // the feature in the 28-day breadth window.
     let since = day - 27;
     let uh = uh as u64;
     let user_counted = acc
         .users
         .binary_search_by(|&u| (u >> 32).cmp(&uh))
-        .is_ok_and(|i| (acc.users[i] as u32 as i32) >= since);
+        .is_ok_and(|i| (acc.users[i] as u32 as i32) >= day - 6);
     if !user_counted {
         return false;
     }
