@@ -37,6 +37,10 @@ pub struct AtResult {
     pub accounts: u64,
     pub churners: u64,
     pub auc: Option<f64>,
+    /// AUC of each component alone (lower component = more risk), in
+    /// `score::COMPONENTS` order: which parts of the scorecard carry the
+    /// prediction.
+    pub component_auc: Vec<(String, Option<f64>)>,
 }
 
 /// Backtest results.
@@ -95,13 +99,13 @@ pub fn run<'a>(
     let mut at: Vec<Ts> = o.at.clone();
     at.sort_unstable();
     let mut next_at = 0;
-    // Scores at each evaluation time: account → score.
-    let mut snaps: Vec<Vec<(String, f64)>> = Vec::new();
+    // Scores at each evaluation time: account → (score, components).
+    let mut snaps: Vec<Vec<(String, f64, [f64; 6])>> = Vec::new();
     let mut cancels: BTreeMap<String, Vec<Ts>> = BTreeMap::new();
     let mut alerts: Vec<(String, Ts)> = Vec::new();
     let mut first: Option<Ts> = None;
     let mut last: Ts = Ts::MIN;
-    let snapshot = |part: &Partition, t: Ts| -> Vec<(String, f64)> {
+    let snapshot = |part: &Partition, t: Ts| -> Vec<(String, f64, [f64; 6])> {
         part.accounts
             .iter()
             .filter(|a| {
@@ -111,10 +115,8 @@ pub fn run<'a>(
             })
             .map(|a| {
                 let sc = &part.model.cards[a.scorecard as usize].1;
-                (
-                    a.id.to_string(),
-                    evaluate(a, t.max(a.last_eval), sc, &part.model.cfg).score,
-                )
+                let e = evaluate(a, t.max(a.last_eval), sc, &part.model.cfg);
+                (a.id.to_string(), e.score, e.components)
             })
             .collect()
     };
@@ -155,15 +157,30 @@ pub fn run<'a>(
         .iter()
         .zip(&snaps)
         .map(|(&t, snap)| {
-            let labelled: Vec<(f64, bool)> = snap
+            let churns: Vec<bool> = snap
                 .iter()
-                .map(|(id, s)| (*s, cancel_after(id, t).is_some_and(|c| c <= t + horizon)))
+                .map(|(id, _, _)| cancel_after(id, t).is_some_and(|c| c <= t + horizon))
+                .collect();
+            let labelled: Vec<(f64, bool)> =
+                snap.iter().zip(&churns).map(|(s, &c)| (s.1, c)).collect();
+            let component_auc = crate::core::score::COMPONENTS
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let l: Vec<(f64, bool)> = snap
+                        .iter()
+                        .zip(&churns)
+                        .map(|(s, &c)| (s.2[i], c))
+                        .collect();
+                    (name.to_string(), auc(&l))
+                })
                 .collect();
             AtResult {
                 at: crate::codec::timefmt::format(t),
                 accounts: labelled.len() as u64,
                 churners: labelled.iter().filter(|l| l.1).count() as u64,
                 auc: auc(&labelled),
+                component_auc,
             }
         })
         .collect();

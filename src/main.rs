@@ -339,11 +339,16 @@ fn print_backtest(r: &backtest::Report, invalid: u64) {
     );
     for e in &r.evaluations {
         println!(
-            "{:<26} {:>9} {:>9} {:>7}",
+            "{:<26} {:>9} {:>9} {:>7}   by component: {}",
             e.at,
             e.accounts,
             e.churners,
-            fmt_opt(e.auc, 3)
+            fmt_opt(e.auc, 3),
+            e.component_auc
+                .iter()
+                .map(|(n, a)| format!("{n} {}", fmt_opt(*a, 2)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!(
