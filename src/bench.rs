@@ -28,6 +28,7 @@ pub struct MemoryReport {
     pub rss_after_bytes: u64,
     pub bytes_per_account: f64,
     pub dedup_ids: u64,
+    pub timer_queue_entries: u64,
     /// Where the bytes are, estimated from sizes and capacities (before
     /// allocator overhead): the account struct itself, then per-account
     /// heap parts, as means over accounts.
@@ -118,6 +119,7 @@ pub fn memory(accounts: u32, days: u32, seed: u64) -> MemoryReport {
         rss_after_bytes: after,
         bytes_per_account: after.saturating_sub(before) as f64 / part.accounts.len().max(1) as f64,
         dedup_ids: part.dedup.order.len() as u64,
+        timer_queue_entries: part.timer_queue_len() as u64,
         elapsed_secs: start.elapsed().as_secs_f64(),
     }
 }

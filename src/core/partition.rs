@@ -251,6 +251,12 @@ impl Partition {
             .map(|&i| &self.accounts[i as usize])
     }
 
+    /// Entries in the timer queue (superseded ones included), for memory
+    /// accounting.
+    pub fn timer_queue_len(&self) -> usize {
+        self.timers.len()
+    }
+
     /// The index of an account in `accounts` (arrival order).
     pub fn account_index(&self, id: &str) -> Option<usize> {
         let h = account_hash(id);
