@@ -36,6 +36,21 @@ fn fold(p: &mut Partition, lines: &[String]) -> Vec<Signal> {
     out
 }
 
+/// Folds JSON events sorted by event time (stable), as the sequencer
+/// delivers events of several accounts.
+fn fold_in_time_order(p: &mut Partition, lines: &[String]) -> Vec<Signal> {
+    let mut evs: Vec<_> = lines
+        .iter()
+        .map(|l| json::decode(l.as_bytes()).unwrap().into_owned())
+        .collect();
+    evs.sort_by_key(|e| e.time);
+    let mut out = Vec::new();
+    for e in &evs {
+        p.apply(e, &mut out);
+    }
+    out
+}
+
 fn alerts(s: &[Signal]) -> Vec<&vitals::core::Alert> {
     s.iter()
         .filter_map(|s| match s {
@@ -483,17 +498,7 @@ fn silence_is_flagged_by_a_timer_without_any_event_of_its_own() {
     let mut log = Log::new();
     healthy_history(&mut log, "quiet", 0, 70);
     healthy_history(&mut log, "busy", 0, 100);
-    // Fold in time order, as the sequencer would deliver them.
-    let mut evs: Vec<_> = log
-        .lines
-        .iter()
-        .map(|l| json::decode(l.as_bytes()).unwrap().into_owned())
-        .collect();
-    evs.sort_by_key(|e| e.time);
-    let mut out = Vec::new();
-    for e in &evs {
-        p.apply(e, &mut out);
-    }
+    let out = fold_in_time_order(&mut p, &log.lines);
     let quiet: Vec<_> = alerts(&out)
         .into_iter()
         .filter(|a| a.account_id == "quiet")
@@ -621,16 +626,7 @@ fn override_is_shown_audited_and_expires() {
             day(15)
         ),
     );
-    let mut evs: Vec<_> = log
-        .lines
-        .iter()
-        .map(|l| json::decode(l.as_bytes()).unwrap().into_owned())
-        .collect();
-    evs.sort_by_key(|e| e.time);
-    let mut out = Vec::new();
-    for e in &evs {
-        p.apply(e, &mut out);
-    }
+    let out = fold_in_time_order(&mut p, &log.lines);
     let ha: Vec<_> = healths(&out)
         .into_iter()
         .filter(|h| h.account_id == "a")
@@ -803,16 +799,7 @@ fn cooldown_expiry_raises_a_held_back_alert() {
         &d(70, 2),
         r#""invoice_id":"i2","amount_cents":1"#,
     );
-    let mut evs: Vec<_> = log
-        .lines
-        .iter()
-        .map(|l| json::decode(l.as_bytes()).unwrap().into_owned())
-        .collect();
-    evs.sort_by_key(|e| e.time);
-    let mut out = Vec::new();
-    for e in &evs {
-        p.apply(e, &mut out);
-    }
+    let out = fold_in_time_order(&mut p, &log.lines);
     let risk: Vec<_> = alerts(&out)
         .into_iter()
         .filter(|a| a.kind != AlertKind::UpsellOpportunity)
