@@ -8,4 +8,5 @@
 
 pub mod broker;
 pub mod partitioner;
+pub mod sequencer;
 pub mod topics;
