@@ -6,7 +6,8 @@
 //!   (what a compacted read of `vitals.health` shows), sorted by account id;
 //! - `health_log.jsonl` — every health record, in log order;
 //! - `alerts.jsonl` — every alert, in log order;
-//! - `rejected.jsonl` — invalid lines: line number, reason, original text;
+//! - `rejected.jsonl` — invalid lines: line number, reason, original text
+//!   (and the exact bytes in base64 when the line is not UTF-8);
 //! - `summary.json` — counts.
 //!
 //! Time does not advance past the last event: timers fire only as far as
@@ -96,7 +97,12 @@ impl Summary {
 struct Rejected<'a> {
     line: u64,
     reason: String,
+    /// The line as text (invalid UTF-8 replaced by U+FFFD) ...
     record: &'a str,
+    /// ... and, when it is not valid UTF-8, its exact bytes, so nothing
+    /// is lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_base64: Option<String>,
 }
 
 /// Options for [`replay`].
@@ -182,10 +188,18 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
             Err(e) => {
                 invalid += 1;
                 let text = String::from_utf8_lossy(body);
+                let exact = match &text {
+                    std::borrow::Cow::Borrowed(_) => None,
+                    std::borrow::Cow::Owned(_) => {
+                        use base64::Engine;
+                        Some(base64::engine::general_purpose::STANDARD.encode(body))
+                    }
+                };
                 let rec = Rejected {
                     line: lines,
                     reason: e.to_string(),
                     record: &text,
+                    record_base64: exact,
                 };
                 io(
                     &rej_path,

@@ -91,7 +91,24 @@ fn replay_writes_outputs_rejects_bad_lines_and_never_aborts() {
     lines.insert(9, r#"{"id":"y","account_id":"a","type":"survey.nps","time":"2025-01-06T00:00:00Z","score":11}"#.into());
     lines.insert(12, String::new());
     let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let mut bytes = (lines.join("\n") + "\n").into_bytes();
+    // Line 14 is not UTF-8 at all.
+    let bad_utf8: &[u8] = b"{\"id\":\"\xff\xfe\"}";
+    let pos = {
+        let mut nl = 0;
+        let mut i = 0;
+        while nl < 13 {
+            if bytes[i] == b'\n' {
+                nl += 1;
+            }
+            i += 1;
+        }
+        i
+    };
+    let mut line = bad_utf8.to_vec();
+    line.push(b'\n');
+    bytes.splice(pos..pos, line);
+    std::fs::write(&input, &bytes).unwrap();
     let out = dir.path().join("out");
     let o = run_ok(vitals().args([
         "replay",
@@ -102,14 +119,14 @@ fn replay_writes_outputs_rejects_bad_lines_and_never_aborts() {
         "--quiet",
     ]));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("3 invalid"), "{stderr}");
+    assert!(stderr.contains("4 invalid"), "{stderr}");
 
     let rejected = std::fs::read_to_string(out.join("rejected.jsonl")).unwrap();
     let rej: Vec<serde_json::Value> = rejected
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rej.len(), 3);
+    assert_eq!(rej.len(), 4);
     assert_eq!(rej[0]["line"], 3);
     assert!(rej[0]["reason"]
         .as_str()
@@ -120,6 +137,14 @@ fn replay_writes_outputs_rejects_bad_lines_and_never_aborts() {
     assert_eq!(rej[1]["reason"], "unknown type `foo.bar`");
     assert_eq!(rej[2]["line"], 10);
     assert_eq!(rej[2]["reason"], "survey.nps: score 11 out of range 0..=10");
+    assert!(rej[2].get("record_base64").is_none());
+    assert_eq!(rej[3]["line"], 14);
+    assert!(rej[3]["reason"].as_str().unwrap().contains("UTF-8"));
+    use base64::Engine;
+    let exact = base64::engine::general_purpose::STANDARD
+        .decode(rej[3]["record_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(exact, bad_utf8, "the exact bytes are kept");
 
     // health.jsonl: one record per account, sorted by id, equal to the
     // last record of that account in health_log.jsonl.
@@ -149,7 +174,7 @@ fn replay_writes_outputs_rejects_bad_lines_and_never_aborts() {
 
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["invalid"], 3);
+    assert_eq!(summary["invalid"], 4);
     assert!(out.join("alerts.jsonl").exists());
 
     // Replaying again gives byte-identical outputs.
