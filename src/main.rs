@@ -43,6 +43,10 @@ enum Cmd {
         /// Where to write the events ("-" = stdout).
         #[arg(long, default_value = "-")]
         out: String,
+        /// Publish to the input topics of this Kafka cluster instead of
+        /// writing a file (keyed by account_id, murmur2-partitioned, JSON).
+        #[arg(long, env = "VITALS_BROKERS")]
+        brokers: Option<String>,
         /// Where to write the ground truth (JSONL, one account per line).
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -163,6 +167,7 @@ fn run(cli: Cli) -> Result<()> {
             mix,
             out,
             truth,
+            brokers,
         } => {
             let mut o = simulate::SimOptions {
                 accounts,
@@ -176,6 +181,31 @@ fn run(cli: Cli) -> Result<()> {
                     bail!("--mix: weights must be ≥ 0 and not all 0");
                 }
                 o.mix.copy_from_slice(&m);
+            }
+            if let Some(brokers) = brokers {
+                if let Some(p) = &truth {
+                    let mut t = BufWriter::new(
+                        File::create(p)
+                            .with_context(|| format!("cannot create {}", p.display()))?,
+                    );
+                    for a in simulate::truth(&o) {
+                        serde_json::to_writer(&mut t, &a)?;
+                        t.write_all(b"\n")?;
+                    }
+                    t.flush()?;
+                }
+                let events = simulate::generate(&o);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let n = rt
+                    .block_on(async {
+                        let p = vitals::kafka::publish::producer(&brokers)?;
+                        vitals::kafka::publish::publish(&p, events, 10_000).await
+                    })
+                    .with_context(|| format!("publishing to {brokers}"))?;
+                tracing::info!(events = n, accounts, days, seed, %brokers, "simulation published");
+                return Ok(());
             }
             let mut w: Box<dyn Write> = if out == "-" {
                 Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))

@@ -12,6 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use vitals::kafka::broker::EmbeddedBroker;
 use vitals::kafka::partitioner::partition_for;
+use vitals::kafka::publish::topic_for;
 use vitals::kafka::topics;
 
 fn consumer(bootstrap: &str) -> BaseConsumer {
@@ -118,4 +119,68 @@ async fn vitals_broker_runs_as_a_process_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "vitals broker exits 0 on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn simulate_publishes_every_event_to_its_topic_keyed_and_partitioned() {
+    let b = EmbeddedBroker::start(1, 3).expect("broker");
+    let addr = b.bootstrap_servers();
+    let args = ["--accounts", "6", "--days", "20", "--seed", "4"];
+    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .arg("simulate")
+        .args(args)
+        .args(["--brokers", &addr])
+        .output()
+        .expect("run simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same simulation as a file, for the expected records.
+    let file = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("run simulate");
+    let expected: Vec<String> = String::from_utf8(file.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(expected.len() > 100, "{}", expected.len());
+
+    let c = consumer(&addr);
+    let mut tpl = TopicPartitionList::new();
+    for t in topics::INPUTS {
+        for p in 0..3 {
+            tpl.add_partition_offset(t, p, Offset::Beginning).unwrap();
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let mut got: Vec<(String, i32, String, String)> = Vec::new();
+    while got.len() < expected.len() {
+        match c.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => got.push((
+                m.topic().to_string(),
+                m.partition(),
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            )),
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => break,
+        }
+    }
+    assert_eq!(got.len(), expected.len(), "every event published once");
+    for (topic, partition, key, payload) in &got {
+        let ev = vitals::codec::json::decode(payload.as_bytes()).expect("valid event");
+        assert_eq!(key, ev.account_id.as_ref());
+        assert_eq!(topic, topic_for(ev.type_name()));
+        assert_eq!(*partition as u32, partition_for(key.as_bytes(), 3));
+    }
+    let mut a: Vec<&String> = got.iter().map(|g| &g.3).collect();
+    let mut e: Vec<&String> = expected.iter().collect();
+    a.sort();
+    e.sort();
+    assert_eq!(a, e, "the same records as the file");
 }

@@ -8,5 +8,6 @@
 
 pub mod broker;
 pub mod partitioner;
+pub mod publish;
 pub mod sequencer;
 pub mod topics;
