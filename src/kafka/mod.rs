@@ -11,3 +11,4 @@ pub mod partitioner;
 pub mod publish;
 pub mod sequencer;
 pub mod topics;
+pub mod worker;
