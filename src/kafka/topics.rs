@@ -26,3 +26,46 @@ pub fn all() -> Vec<&'static str> {
     ]);
     v
 }
+
+/// Input topics with different partition counts: accounts could not be
+/// owned per partition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("input topics are not co-partitioned (all must have the same partition count, keyed by account_id): {}", .counts.iter().map(|(t, n)| format!("{t} has {n}")).collect::<Vec<_>>().join(", "))]
+pub struct NotCoPartitioned {
+    pub counts: Vec<(String, u32)>,
+}
+
+/// Checks that every topic has the same partition count (DESIGN.md,
+/// "State ownership"); returns it.
+pub fn check_co_partitioned(counts: &[(String, u32)]) -> Result<u32, NotCoPartitioned> {
+    match counts.first() {
+        Some(&(_, n)) if n > 0 && counts.iter().all(|c| c.1 == n) => Ok(n),
+        _ => Err(NotCoPartitioned {
+            counts: counts.to_vec(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn co_partitioning_is_checked_and_the_error_names_topics_and_counts() {
+        let ok = [("usage".to_string(), 4), ("tickets".to_string(), 4)];
+        assert_eq!(check_co_partitioned(&ok), Ok(4));
+        let bad = [
+            ("usage".to_string(), 4),
+            ("tickets".to_string(), 4),
+            ("payments".to_string(), 6),
+        ];
+        let e = check_co_partitioned(&bad).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "input topics are not co-partitioned (all must have the same partition count, \
+             keyed by account_id): usage has 4, tickets has 4, payments has 6"
+        );
+        assert!(check_co_partitioned(&[]).is_err());
+        assert!(check_co_partitioned(&[("usage".to_string(), 0)]).is_err());
+    }
+}
