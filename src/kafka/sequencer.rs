@@ -17,6 +17,13 @@
 //! time advances from the newest event time at the wall clock's pace, so
 //! it never runs ahead of a lagging producer by more than the idle time.
 //! No I/O, no clock of its own: same inputs and times, same decisions.
+//!
+//! Exactly-once for `vitals.sequenced`: every sequenced record carries the
+//! per-source positions sequenced so far, so a restarted sequencer resumes
+//! from the last record's header and drops what is at or below them. The
+//! shell must have each re-route and dead-letter delivered before it
+//! appends any later record of the same source, so that a position never
+//! covers an undelivered decision.
 
 use std::collections::VecDeque;
 
@@ -41,7 +48,15 @@ pub struct SourceRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Append to `vitals.sequenced[p]`; `time` is the event time.
-    Sequence { time: Ts, record: SourceRecord },
+    /// `positions` (per source, the highest offset sequenced so far, this
+    /// record included; −1 for none) goes in the record's
+    /// `vitals.positions` header, so the last sequenced record alone tells
+    /// a restarted sequencer what not to append again.
+    Sequence {
+        time: Ts,
+        record: SourceRecord,
+        positions: Vec<i64>,
+    },
     /// Send to `vitals.repartition[to]`.
     Reroute { to: u32, record: SourceRecord },
     /// Send to the DLQ with this reason.
@@ -88,6 +103,10 @@ pub struct Sequencer {
     /// Newest event time sequenced (or ticked), and the wall time then.
     max_time: Option<(Ts, Ts)>,
     last_activity_wall: Option<Ts>,
+    /// Per source, the highest offset in `vitals.sequenced` (−1: none).
+    positions: Vec<i64>,
+    /// Records dropped because they were sequenced before a restart.
+    pub suppressed: u64,
 }
 
 impl Sequencer {
@@ -99,7 +118,32 @@ impl Sequencer {
             caught_up: vec![false; cfg.sources as usize],
             max_time: None,
             last_activity_wall: None,
+            positions: vec![-1; cfg.sources as usize],
+            suppressed: 0,
         }
+    }
+
+    /// A sequencer restarting after `positions` (from the last sequenced
+    /// record's header) and the newest event time already sequenced:
+    /// records at or below a source's position are dropped, not appended
+    /// again.
+    pub fn resume(
+        partition: u32,
+        cfg: SequencerConfig,
+        positions: Vec<i64>,
+        max_time: Option<Ts>,
+    ) -> Self {
+        let mut s = Sequencer::new(partition, cfg);
+        if positions.len() == s.positions.len() {
+            s.positions = positions;
+        }
+        s.max_time = max_time.map(|t| (t, Ts::MIN));
+        s
+    }
+
+    /// The current positions (see [`Decision::Sequence`]).
+    pub fn positions(&self) -> &[i64] {
+        &self.positions
     }
 
     fn is_repartition(&self, source: u16) -> bool {
@@ -111,6 +155,10 @@ impl Sequencer {
     /// source's queue for [`Sequencer::poll`].
     pub fn push(&mut self, record: SourceRecord, wall: Ts, out: &mut Vec<Decision>) {
         self.last_activity_wall = Some(wall);
+        if record.offset <= self.positions[record.source as usize] {
+            self.suppressed += 1;
+            return;
+        }
         let ev = match codec::decode(record.format, &record.value) {
             Ok(ev) => ev,
             Err(e) => {
@@ -199,9 +247,11 @@ impl Sequencer {
             if self.max_time.is_none_or(|(t, _)| p.time >= t) {
                 self.max_time = Some((newest, wall));
             }
+            self.positions[p.record.source as usize] = p.record.offset;
             out.push(Decision::Sequence {
                 time: p.time,
                 record: p.record,
+                positions: self.positions.clone(),
             });
             emitted = true;
         }
@@ -213,6 +263,13 @@ impl Sequencer {
         let waiting = self.queues.iter().any(|q| !q.is_empty());
         if !waiting && wall - idle_since >= self.cfg.tick_every_ms {
             if let Some((t, seen_wall)) = self.max_time {
+                // After a restart the wall time of `t` is unknown: tick
+                // from `t` itself first.
+                let seen_wall = if seen_wall == Ts::MIN {
+                    wall
+                } else {
+                    seen_wall
+                };
                 let time = t + (wall - seen_wall).max(0);
                 self.max_time = Some((time, wall));
                 out.push(Decision::Tick { time });
@@ -225,6 +282,16 @@ impl Sequencer {
     pub fn pending(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
     }
+}
+
+/// Encodes positions for the `vitals.positions` header: `12,40,-1`.
+pub fn encode_positions(p: &[i64]) -> String {
+    p.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Decodes a `vitals.positions` header.
+pub fn decode_positions(s: &str) -> Option<Vec<i64>> {
+    s.split(',').map(|x| x.trim().parse().ok()).collect()
 }
 
 #[cfg(test)]
@@ -305,6 +372,58 @@ mod tests {
         s.poll(500, &mut out);
         assert_eq!(offsets(&out), vec![(0, 11)]);
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn a_restarted_sequencer_appends_nothing_twice() {
+        // Run once, "crash" after some records were sequenced, resume from
+        // the last sequenced record's positions and re-read everything:
+        // the union of both runs is each record exactly once.
+        let a = acct_on(1);
+        let recs: Vec<SourceRecord> = (0..30)
+            .map(|i| {
+                let src = (i % 3) as u16;
+                let t = format!("2026-01-01T00:00:{:02}Z", i);
+                rec(src, i as i64 / 3, &a, &t)
+            })
+            .collect();
+        let mut first = seq();
+        let mut out = Vec::new();
+        for r in &recs[..17] {
+            first.push(r.clone(), 0, &mut out);
+        }
+        first.poll(1000, &mut out);
+        let (last_positions, last_time) = match out.last().unwrap() {
+            Decision::Sequence {
+                positions, time, ..
+            } => (positions.clone(), *time),
+            d => panic!("{d:?}"),
+        };
+        let header = encode_positions(&last_positions);
+        assert_eq!(decode_positions(&header), Some(last_positions.clone()));
+        let mut second = Sequencer::resume(
+            1,
+            SequencerConfig {
+                partitions: P,
+                sources: 3,
+                max_wait_ms: 500,
+                tick_every_ms: 1000,
+            },
+            decode_positions(&header).unwrap(),
+            Some(last_time),
+        );
+        let mut out2 = Vec::new();
+        for r in &recs {
+            second.push(r.clone(), 2000, &mut out2);
+        }
+        second.poll(3000, &mut out2);
+        let mut all = offsets(&out);
+        all.extend(offsets(&out2));
+        all.sort();
+        let mut want: Vec<(u16, i64)> = recs.iter().map(|r| (r.source, r.offset)).collect();
+        want.sort();
+        assert_eq!(all, want);
+        assert_eq!(second.suppressed, 17);
     }
 
     #[test]
