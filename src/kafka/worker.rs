@@ -1,59 +1,365 @@
 //! The fold worker's decisions, as pure logic: it reads `vitals.sequenced[p]`
-//! strictly in offset order, folds each record through the same
-//! [`Partition`] as `vitals replay`, and turns signals into output records
-//! that carry their provenance (partition, sequenced offset). On recovery
-//! it is told the highest provenance offset already published on its
-//! output partitions and suppresses everything at or below it — exactly
-//! what was published before, because the fold is deterministic
-//! (DESIGN.md, "Exactly-once without trusting broker transactions").
+//! strictly in offset order, folds each event through the same
+//! [`Partition`] as `vitals replay`, and turns signals — and the
+//! sequencer's invalid and misrouted records — into output records that
+//! carry their provenance (partition, sequenced offset, and the index among
+//! that offset's outputs to the same topic).
 //!
-//! The Kafka shell (consumer, idempotent producer, reading output tails)
-//! drives it; this module does no I/O.
+//! On recovery it is told, per output topic, the provenance of the last
+//! record already there, and suppresses everything at or below it: exactly
+//! what was published before, because the fold is deterministic and an
+//! idempotent producer writes each partition's records in order without
+//! gaps (DESIGN.md, "Exactly-once without trusting broker transactions").
+//! Re-routed records are the exception: `vitals.repartition[q]` has many
+//! writers, so the fold sends them again and the owning sequencer drops
+//! what it already has by the origin mark ([`super::sequencer::Cursor`]).
+//!
+//! The Kafka shell drives it; this module does no I/O.
 
 use crate::codec::{self, output, Format};
 use crate::core::{AlertKind, Partition, Signal, Ts};
 
-use super::topics;
+use super::sequencer::{Decision, Entry, SourceRecord};
 
-/// Header names on `vitals.sequenced` and output records (SPEC §2).
+/// Header names on `vitals.sequenced`, `vitals.repartition` and output
+/// records (SPEC §2 for the provenance, source and error headers).
 pub mod headers {
+    pub const CURSOR: &str = "vitals.cursor";
     pub const FORMAT: &str = "vitals.format";
     pub const TICK: &str = "vitals.tick";
+    pub const REROUTE: &str = "vitals.reroute";
     pub const SOURCE_TOPIC: &str = "vitals.source.topic";
     pub const SOURCE_PARTITION: &str = "vitals.source.partition";
     pub const SOURCE_OFFSET: &str = "vitals.source.offset";
     pub const PROVENANCE_PARTITION: &str = "vitals.provenance.partition";
     pub const PROVENANCE_OFFSET: &str = "vitals.provenance.offset";
+    pub const PROVENANCE_INDEX: &str = "vitals.provenance.index";
+    pub const SCORECARD: &str = "vitals.scorecard";
     pub const ERROR: &str = "vitals.error";
+    /// Per-record input format (SPEC §1).
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const PROTOBUF: &str = "application/x-protobuf";
 }
 
-/// One record of `vitals.sequenced[p]`: an event (its original bytes and
-/// format) or a clock tick.
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Json => "json",
+        Format::Protobuf => "protobuf",
+    }
+}
+
+fn parse_format(s: &str) -> Option<Format> {
+    match s {
+        "json" => Some(Format::Json),
+        "protobuf" => Some(Format::Protobuf),
+        _ => None,
+    }
+}
+
+/// Where a record of `vitals.sequenced` came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+}
+
+/// One record of `vitals.sequenced[p]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sequenced {
-    Event { format: Format, value: Vec<u8> },
+    /// An event owned by this partition (its original bytes and format).
+    Event {
+        format: Format,
+        value: Vec<u8>,
+        source: Option<SourceRef>,
+    },
+    /// Owned by partition `to`: forward to `vitals.repartition[to]`.
+    Reroute {
+        to: u32,
+        format: Format,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        source: Option<SourceRef>,
+    },
+    /// Invalid: to the DLQ with the reason.
+    Dead {
+        reason: String,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        source: Option<SourceRef>,
+    },
+    /// A clock tick.
     Tick { time: Ts },
 }
 
-/// An output record to produce, in order, to partition `p` of `topic`.
+/// A `vitals.sequenced` record as the sequencer appends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequencedRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Sequenced {
+    /// The sequenced entry for a sequencer decision; `source_topics` names
+    /// the sources by index.
+    pub fn from_decision(d: Decision, source_topics: &[String]) -> (Sequenced, String) {
+        let source_of = |r: &SourceRecord| {
+            Some(SourceRef {
+                topic: source_topics
+                    .get(r.source as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                partition: r.partition,
+                offset: r.offset,
+            })
+        };
+        match d {
+            Decision::Tick { time, cursor } => (Sequenced::Tick { time }, cursor.encode()),
+            Decision::Append {
+                entry,
+                record,
+                cursor,
+            } => {
+                let source = source_of(&record);
+                let s = match entry {
+                    Entry::Event { .. } => Sequenced::Event {
+                        format: record.format,
+                        value: record.value,
+                        source,
+                    },
+                    Entry::Reroute { to } => Sequenced::Reroute {
+                        to,
+                        format: record.format,
+                        key: record.key,
+                        value: record.value,
+                        source,
+                    },
+                    Entry::Dead { reason } => Sequenced::Dead {
+                        reason,
+                        key: record.key,
+                        value: record.value,
+                        source,
+                    },
+                };
+                (s, cursor.encode())
+            }
+        }
+    }
+
+    /// The record to append to `vitals.sequenced`, with `cursor` (the
+    /// encoded [`super::sequencer::Cursor`]) in its headers.
+    pub fn to_record(&self, cursor: String) -> SequencedRecord {
+        let mut headers = vec![(headers::CURSOR, cursor)];
+        let source_headers = |s: &Option<SourceRef>, h: &mut Vec<(&'static str, String)>| {
+            if let Some(s) = s {
+                h.push((headers::SOURCE_TOPIC, s.topic.clone()));
+                h.push((headers::SOURCE_PARTITION, s.partition.to_string()));
+                h.push((headers::SOURCE_OFFSET, s.offset.to_string()));
+            }
+        };
+        let (key, value) = match self {
+            Sequenced::Tick { time } => {
+                headers.push((headers::TICK, time.to_string()));
+                (None, Vec::new())
+            }
+            Sequenced::Event {
+                format,
+                value,
+                source,
+            } => {
+                headers.push((headers::FORMAT, format_name(*format).into()));
+                source_headers(source, &mut headers);
+                (None, value.clone())
+            }
+            Sequenced::Reroute {
+                to,
+                format,
+                key,
+                value,
+                source,
+            } => {
+                headers.push((headers::FORMAT, format_name(*format).into()));
+                headers.push((headers::REROUTE, to.to_string()));
+                source_headers(source, &mut headers);
+                (key.clone(), value.clone())
+            }
+            Sequenced::Dead {
+                reason,
+                key,
+                value,
+                source,
+            } => {
+                headers.push((headers::ERROR, reason.clone()));
+                source_headers(source, &mut headers);
+                (key.clone(), value.clone())
+            }
+        };
+        SequencedRecord {
+            key,
+            value,
+            headers,
+        }
+    }
+
+    /// Reads a `vitals.sequenced` record back: its entry and cursor.
+    pub fn parse(
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(Sequenced, Option<String>), String> {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let num = |name: &str| -> Result<Option<i64>, String> {
+            get(name)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("header {name}: bad number {v:?}"))
+                })
+                .transpose()
+        };
+        let cursor = get(headers::CURSOR);
+        if let Some(t) = num(headers::TICK)? {
+            return Ok((Sequenced::Tick { time: t }, cursor));
+        }
+        let source = match (
+            get(headers::SOURCE_TOPIC),
+            num(headers::SOURCE_PARTITION)?,
+            num(headers::SOURCE_OFFSET)?,
+        ) {
+            (Some(topic), Some(p), Some(o)) => Some(SourceRef {
+                topic,
+                partition: u32::try_from(p)
+                    .map_err(|_| format!("header {}: {p}", headers::SOURCE_PARTITION))?,
+                offset: o,
+            }),
+            _ => None,
+        };
+        let key = key.map(<[u8]>::to_vec);
+        if let Some(reason) = get(headers::ERROR) {
+            return Ok((
+                Sequenced::Dead {
+                    reason,
+                    key,
+                    value: value.to_vec(),
+                    source,
+                },
+                cursor,
+            ));
+        }
+        let format = match get(headers::FORMAT) {
+            None => Format::Json,
+            Some(f) => {
+                parse_format(&f).ok_or_else(|| format!("header {}: {f:?}", headers::FORMAT))?
+            }
+        };
+        if let Some(to) = num(headers::REROUTE)? {
+            let to = u32::try_from(to).map_err(|_| format!("header {}: {to}", headers::REROUTE))?;
+            return Ok((
+                Sequenced::Reroute {
+                    to,
+                    format,
+                    key,
+                    value: value.to_vec(),
+                    source,
+                },
+                cursor,
+            ));
+        }
+        Ok((
+            Sequenced::Event {
+                format,
+                value: value.to_vec(),
+                source,
+            },
+            cursor,
+        ))
+    }
+}
+
+/// The topics a fold writes (names come from config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutTopic {
+    Health = 0,
+    AtRisk = 1,
+    Upsell = 2,
+    Dlq = 3,
+    Repartition = 4,
+}
+
+impl OutTopic {
+    /// The topics whose tails tell what is already published.
+    pub const TRACKED: [OutTopic; 4] = [
+        OutTopic::Health,
+        OutTopic::AtRisk,
+        OutTopic::Upsell,
+        OutTopic::Dlq,
+    ];
+}
+
+/// Output encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutFormat {
+    #[default]
+    Json,
+    Protobuf,
+}
+
+/// An output record to produce, in order, to `partition` of `topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRecord {
-    pub topic: &'static str,
-    pub key: String,
+    pub topic: OutTopic,
+    pub partition: u32,
+    pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     /// Offset in `vitals.sequenced[p]` of the record that caused it.
     pub provenance: i64,
-    /// For DLQ records: the reason (header `vitals.error`).
-    pub error: Option<String>,
+    /// Index among the outputs of that offset to the same topic.
+    pub index: u32,
+    /// Headers besides provenance (DLQ: error and source; re-route:
+    /// format).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl OutputRecord {
+    /// Every header of the record, provenance included.
+    pub fn all_headers(&self, partition: u32) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            (headers::PROVENANCE_PARTITION, partition.to_string()),
+            (headers::PROVENANCE_OFFSET, self.provenance.to_string()),
+            (headers::PROVENANCE_INDEX, self.index.to_string()),
+        ];
+        h.extend(self.headers.iter().cloned());
+        h
+    }
+}
+
+/// The provenance of the last record on an output partition, from its
+/// headers (`None` when it has none: not written by a fold).
+pub fn provenance_of(headers: &[(&str, &[u8])]) -> Option<(i64, u32)> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    let offset = get(headers::PROVENANCE_OFFSET)?.parse().ok()?;
+    let index = get(headers::PROVENANCE_INDEX).map_or(Some(0), |s| s.parse().ok())?;
+    Some((offset, index))
 }
 
 /// Folds one partition's sequenced log into output records.
 pub struct FoldWorker {
     pub partition: u32,
     pub part: Partition,
-    /// Highest provenance offset already published (outputs at or below
-    /// it are suppressed), learned from the output topics' tails.
-    published_up_to: Option<i64>,
+    pub format: OutFormat,
+    /// Per tracked topic, the provenance of the last record already
+    /// published (outputs at or below it are suppressed).
+    published: [Option<(i64, u32)>; 4],
     /// Next sequenced offset expected.
     next_offset: Option<i64>,
     signals: Vec<Signal>,
@@ -69,15 +375,23 @@ pub struct OffsetGap {
 }
 
 impl FoldWorker {
-    pub fn new(partition: u32, part: Partition, published_up_to: Option<i64>) -> Self {
+    /// `published[t]`: the provenance of the last record on tracked topic
+    /// `OutTopic::TRACKED[t]`, partition `partition`.
+    pub fn new(partition: u32, part: Partition, published: [Option<(i64, u32)>; 4]) -> Self {
         FoldWorker {
             partition,
             part,
-            published_up_to,
+            format: OutFormat::Json,
+            published,
             next_offset: None,
             signals: Vec::new(),
             suppressed: 0,
         }
+    }
+
+    /// The next sequenced offset this worker expects.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
     }
 
     /// Folds the record at `offset` and appends the outputs to publish.
@@ -96,48 +410,114 @@ impl FoldWorker {
             }
         }
         self.next_offset = Some(offset + 1);
-        let suppress = self.published_up_to.is_some_and(|m| offset <= m);
-        let mut produced = Vec::new();
+        let start = out.len();
+        let p = self.partition;
+        let dead =
+            |reason: &str, key: &Option<Vec<u8>>, value: &[u8], source: &Option<SourceRef>| {
+                let mut headers = vec![(headers::ERROR, reason.to_string())];
+                if let Some(s) = source {
+                    headers.push((headers::SOURCE_TOPIC, s.topic.clone()));
+                    headers.push((headers::SOURCE_PARTITION, s.partition.to_string()));
+                    headers.push((headers::SOURCE_OFFSET, s.offset.to_string()));
+                }
+                OutputRecord {
+                    topic: OutTopic::Dlq,
+                    partition: p,
+                    key: key.clone(),
+                    value: value.to_vec(),
+                    provenance: offset,
+                    index: 0,
+                    headers,
+                }
+            };
         match rec {
             Sequenced::Tick { time } => self.part.advance(*time, &mut self.signals),
-            Sequenced::Event { format, value } => match codec::decode(*format, value) {
+            Sequenced::Event {
+                format,
+                value,
+                source,
+            } => match codec::decode(*format, value) {
                 Ok(ev) => {
                     self.part.apply(&ev, &mut self.signals);
                 }
-                Err(e) => produced.push(OutputRecord {
-                    topic: topics::DLQ,
-                    key: String::new(),
-                    value: value.clone(),
-                    provenance: offset,
-                    error: Some(e.to_string()),
-                }),
+                // The sequencer validated it; a record that fails now was
+                // written by something else.
+                Err(e) => out.push(dead(&e.to_string(), &None, value, source)),
             },
-        }
-        for s in self.signals.drain(..) {
-            let (topic, key, value) = match &s {
-                Signal::Health(h) => (topics::HEALTH, h.account_id.clone(), output::health_json(h)),
-                Signal::Alert(a) => (
-                    match a.kind {
-                        AlertKind::UpsellOpportunity => topics::ALERTS_UPSELL,
-                        _ => topics::ALERTS_AT_RISK,
-                    },
-                    a.account_id.clone(),
-                    output::alert_json(a),
-                ),
-            };
-            produced.push(OutputRecord {
-                topic,
+            Sequenced::Dead {
+                reason,
                 key,
                 value,
+                source,
+            } => out.push(dead(reason, key, value, source)),
+            Sequenced::Reroute {
+                to,
+                format,
+                key,
+                value,
+                ..
+            } => out.push(OutputRecord {
+                topic: OutTopic::Repartition,
+                partition: *to,
+                key: key.clone(),
+                value: value.clone(),
                 provenance: offset,
-                error: None,
+                index: 0,
+                headers: vec![(headers::FORMAT, format_name(*format).into())],
+            }),
+        }
+        let scorecard = self.part.model.id.to_string();
+        for s in self.signals.drain(..) {
+            let (topic, key, value) = match (&s, self.format) {
+                (Signal::Health(h), OutFormat::Json) => {
+                    (OutTopic::Health, &h.account_id, output::health_json(h))
+                }
+                (Signal::Health(h), OutFormat::Protobuf) => {
+                    (OutTopic::Health, &h.account_id, output::health_proto(h))
+                }
+                (Signal::Alert(a), f) => (
+                    match a.kind {
+                        AlertKind::UpsellOpportunity => OutTopic::Upsell,
+                        _ => OutTopic::AtRisk,
+                    },
+                    &a.account_id,
+                    match f {
+                        OutFormat::Json => output::alert_json(a),
+                        OutFormat::Protobuf => output::alert_proto(a),
+                    },
+                ),
+            };
+            out.push(OutputRecord {
+                topic,
+                partition: p,
+                key: Some(key.as_bytes().to_vec()),
+                value,
+                provenance: offset,
+                index: 0,
+                headers: vec![(headers::SCORECARD, scorecard.clone())],
             });
         }
-        if suppress {
-            self.suppressed += produced.len() as u64;
-        } else {
-            out.extend(produced);
+        // Number the outputs per topic, then drop what was published.
+        let mut next_index = [0u32; 5];
+        let mut kept = start;
+        for i in start..out.len() {
+            let t = out[i].topic as usize;
+            out[i].index = next_index[t];
+            next_index[t] += 1;
+            let published = self
+                .published
+                .get(t)
+                .copied()
+                .flatten()
+                .is_some_and(|mark| (offset, out[i].index) <= mark);
+            if published {
+                self.suppressed += 1;
+            } else {
+                out.swap(kept, i);
+                kept += 1;
+            }
         }
+        out.truncate(kept);
         Ok(())
     }
 }
@@ -162,16 +542,33 @@ mod tests {
             .map(|e| Sequenced::Event {
                 format: Format::Json,
                 value: crate::codec::json::encode(e),
+                source: None,
             })
             .collect();
-        // A tick after the last event lets silent accounts' timers fire,
-        // and one bad record goes to the DLQ.
+        // A tick after the last event lets silent accounts' timers fire;
+        // one bad record goes to the DLQ and one to another partition.
         let last = evs.last().unwrap().time;
         v.insert(
             10,
-            Sequenced::Event {
-                format: Format::Json,
+            Sequenced::Dead {
+                reason: "invalid JSON: oops".into(),
+                key: Some(b"k".to_vec()),
                 value: b"{bad".to_vec(),
+                source: Some(SourceRef {
+                    topic: "usage".into(),
+                    partition: 0,
+                    offset: 77,
+                }),
+            },
+        );
+        v.insert(
+            20,
+            Sequenced::Reroute {
+                to: 3,
+                format: Format::Json,
+                key: Some(b"k".to_vec()),
+                value: b"{}".to_vec(),
+                source: None,
             },
         );
         v.push(Sequenced::Tick {
@@ -180,11 +577,11 @@ mod tests {
         v
     }
 
-    fn worker(mark: Option<i64>) -> FoldWorker {
+    fn worker(marks: [Option<(i64, u32)>; 4]) -> FoldWorker {
         FoldWorker::new(
             0,
             Partition::new(Arc::new(Model::new(ModelConfig::default()))),
-            mark,
+            marks,
         )
     }
 
@@ -199,7 +596,7 @@ mod tests {
     #[test]
     fn outputs_equal_the_replay_fold_with_provenance() {
         let log = log();
-        let out = run(&mut worker(None), &log, 0);
+        let out = run(&mut worker([None; 4]), &log, 0);
         // The same fold as replay: health and alerts in order.
         let mut p = Partition::new(Arc::new(Model::new(ModelConfig::default())));
         let mut sig = Vec::new();
@@ -212,6 +609,7 @@ mod tests {
                         p.apply(&e, &mut sig);
                     }
                 }
+                _ => {}
             }
             for s in sig.drain(..) {
                 expected.push(match s {
@@ -220,47 +618,107 @@ mod tests {
                 });
             }
         }
+        let side = |t: OutTopic| out.iter().filter(move |o| o.topic == t);
         let got: Vec<Vec<u8>> = out
             .iter()
-            .filter(|o| o.topic != topics::DLQ)
+            .filter(|o| o.topic < OutTopic::Dlq)
             .map(|o| o.value.clone())
             .collect();
         assert_eq!(got, expected);
-        let dlq: Vec<_> = out.iter().filter(|o| o.topic == topics::DLQ).collect();
+        let dlq: Vec<_> = side(OutTopic::Dlq).collect();
         assert_eq!(dlq.len(), 1);
         assert_eq!(dlq[0].provenance, 10);
-        assert!(dlq[0].error.as_deref().unwrap().starts_with("invalid JSON"));
-        // Provenance never decreases.
+        assert_eq!(dlq[0].value, b"{bad");
+        assert_eq!(
+            dlq[0].all_headers(0),
+            vec![
+                (headers::PROVENANCE_PARTITION, "0".to_string()),
+                (headers::PROVENANCE_OFFSET, "10".into()),
+                (headers::PROVENANCE_INDEX, "0".into()),
+                (headers::ERROR, "invalid JSON: oops".into()),
+                (headers::SOURCE_TOPIC, "usage".into()),
+                (headers::SOURCE_PARTITION, "0".into()),
+                (headers::SOURCE_OFFSET, "77".into()),
+            ]
+        );
+        let rr: Vec<_> = side(OutTopic::Repartition).collect();
+        assert_eq!((rr.len(), rr[0].partition, rr[0].provenance), (1, 3, 20));
+        // Provenance never decreases; indexes count per topic and offset.
         assert!(out.windows(2).all(|w| w[0].provenance <= w[1].provenance));
+        let last_tick: Vec<_> = out
+            .iter()
+            .filter(|o| o.provenance == log.len() as i64 - 1 && o.topic == OutTopic::Health)
+            .map(|o| o.index)
+            .collect();
+        assert!(
+            last_tick.len() > 1,
+            "the final tick re-scores several accounts"
+        );
+        assert_eq!(last_tick, (0..last_tick.len() as u32).collect::<Vec<_>>());
     }
 
     #[test]
     fn recovery_suppresses_exactly_what_was_published() {
         let log = log();
-        let all = run(&mut worker(None), &log, 0);
-        for crash_after in [0usize, 7, 500, log.len() / 2, log.len() - 1] {
-            // Published before the crash: outputs of records ≤ crash_after.
-            let mark = crash_after as i64;
-            let published: Vec<_> = all
-                .iter()
-                .filter(|o| o.provenance <= mark)
-                .cloned()
-                .collect();
-            // The restarted worker folds from the start (no snapshot yet)
-            // and suppresses up to the mark.
-            let mut w = worker(Some(mark));
+        let all = run(&mut worker([None; 4]), &log, 0);
+        // A crash after any prefix of each topic's records (topics are
+        // delivered independently), including in the middle of one
+        // offset's outputs.
+        let n = all.len();
+        for cut in [0usize, 1, 7, n / 3, n / 2, n - 2, n - 1] {
+            let mut marks = [None; 4];
+            let mut published = Vec::new();
+            for (t, topic) in OutTopic::TRACKED.iter().enumerate() {
+                let mine: Vec<_> = all.iter().filter(|o| o.topic == *topic).collect();
+                let k = (cut * (t + 1)).min(mine.len());
+                if k > 0 {
+                    marks[t] = Some((mine[k - 1].provenance, mine[k - 1].index));
+                }
+                published.extend(mine[..k].iter().map(|o| (*o).clone()));
+            }
+            let mut w = worker(marks);
             let rest = run(&mut w, &log, 0);
-            let mut combined = published.clone();
-            combined.extend(rest);
-            assert_eq!(combined, all, "crash after {crash_after}");
+            for topic in OutTopic::TRACKED {
+                let combined: Vec<_> = published
+                    .iter()
+                    .chain(&rest)
+                    .filter(|o| o.topic == topic)
+                    .collect();
+                let want: Vec<_> = all.iter().filter(|o| o.topic == topic).collect();
+                assert_eq!(combined, want, "cut {cut}, {topic:?}");
+            }
+            // Re-routes are always sent again (the owner drops them).
+            assert_eq!(
+                rest.iter()
+                    .filter(|o| o.topic == OutTopic::Repartition)
+                    .count(),
+                1
+            );
             assert_eq!(w.suppressed as usize, published.len());
         }
     }
 
     #[test]
+    fn sequenced_records_round_trip_through_headers() {
+        for s in log()
+            .into_iter()
+            .take(25)
+            .chain([Sequenced::Tick { time: 5 }])
+        {
+            let r = s.to_record("1,2;3;".into());
+            let h: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+            let (back, cursor) = Sequenced::parse(r.key.as_deref(), &r.value, &h).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(cursor.as_deref(), Some("1,2;3;"));
+        }
+        let bad: Vec<(&str, &[u8])> = vec![(headers::TICK, b"x")];
+        assert!(Sequenced::parse(None, b"", &bad).is_err());
+    }
+
+    #[test]
     fn an_offset_gap_is_refused() {
         let log = log();
-        let mut w = worker(None);
+        let mut w = worker([None; 4]);
         let mut out = Vec::new();
         w.on_record(5, &log[0], &mut out).unwrap();
         assert_eq!(
