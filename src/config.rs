@@ -20,6 +20,164 @@ pub const DEFAULT_TOML: &str = include_str!("../config/vitals.toml");
 pub struct Config {
     /// The health model: scorecards, alert rules, time rules, limits.
     pub model: ModelConfig,
+    /// Kafka: brokers, group, topics, formats, client (security) settings.
+    pub kafka: KafkaConfig,
+    /// The sequencer: merge wait and idle ticks.
+    pub sequencer: SequencerSettings,
+    /// The HTTP listener (`/metrics`, health probes, the account API).
+    pub http: HttpConfig,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`; `--brokers` / `VITALS_BROKERS` override it.
+    pub brokers: String,
+    /// Consumer group of the service instances.
+    pub group_id: String,
+    /// How keys map to partitions, to check co-partitioning per record.
+    /// Only `murmur2` (the Java client's default) is supported.
+    pub partitioner: String,
+    /// Kafka transactions for outputs and offsets (`read_committed`
+    /// consumers see each batch at once). Exactly-once holds without them.
+    pub transactions: bool,
+    /// Output encoding: `json` or `protobuf`.
+    pub output_format: String,
+    /// Topic names.
+    pub topics: TopicNames,
+    /// Value format per input topic: `json` or `protobuf` (a record's
+    /// `content-type: application/x-protobuf` header wins).
+    pub formats: BTreeMap<String, String>,
+    /// librdkafka properties passed through to every client (security:
+    /// `security.protocol`, `sasl.mechanism`, `ssl.ca.location`, …).
+    /// Secrets come from the environment (see [`SECRET_ENV`]), never here.
+    pub client: BTreeMap<String, String>,
+}
+
+/// `[kafka.topics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicNames {
+    pub usage: String,
+    pub tickets: String,
+    pub payments: String,
+    pub surveys: String,
+    pub health: String,
+    pub at_risk: String,
+    pub upsell: String,
+    pub dlq: String,
+    pub sequenced: String,
+    pub repartition: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        use crate::kafka::topics as t;
+        TopicNames {
+            usage: t::INPUTS[0].into(),
+            tickets: t::INPUTS[1].into(),
+            payments: t::INPUTS[2].into(),
+            surveys: t::INPUTS[3].into(),
+            health: t::HEALTH.into(),
+            at_risk: t::ALERTS_AT_RISK.into(),
+            upsell: t::ALERTS_UPSELL.into(),
+            dlq: t::DLQ.into(),
+            sequenced: t::SEQUENCED.into(),
+            repartition: t::REPARTITION.into(),
+        }
+    }
+}
+
+impl TopicNames {
+    /// The input topics, in source order.
+    pub fn inputs(&self) -> [&str; 4] {
+        [&self.usage, &self.tickets, &self.payments, &self.surveys]
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "vitals".into(),
+            partitioner: "murmur2".into(),
+            transactions: false,
+            output_format: "json".into(),
+            topics: TopicNames::default(),
+            formats: BTreeMap::new(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Environment variables that supply secret librdkafka properties.
+pub const SECRET_ENV: [(&str, &str); 5] = [
+    ("VITALS_KAFKA_SASL_USERNAME", "sasl.username"),
+    ("VITALS_KAFKA_SASL_PASSWORD", "sasl.password"),
+    ("VITALS_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+    (
+        "VITALS_KAFKA_SSL_KEYSTORE_PASSWORD",
+        "ssl.keystore.password",
+    ),
+    (
+        "VITALS_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+        "sasl.oauthbearer.client.secret",
+    ),
+];
+
+/// Properties the service sets itself; setting them in `[kafka.client]`
+/// would break its guarantees.
+const RESERVED_CLIENT_KEYS: [&str; 7] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "isolation.level",
+    "transactional.id",
+    "partition.assignment.strategy",
+];
+
+/// `[sequencer]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequencerSettings {
+    /// Longest a record waits for the other input topics of its partition
+    /// before it is sequenced anyway (wall clock).
+    pub max_wait_ms: u64,
+    /// An idle partition gets a clock tick this often (wall clock), so
+    /// timers fire for silent accounts.
+    pub tick_every_ms: u64,
+}
+
+impl Default for SequencerSettings {
+    fn default() -> Self {
+        SequencerSettings {
+            max_wait_ms: 200,
+            tick_every_ms: 1000,
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; `--http` / `VITALS_HTTP` override it. Loopback by
+    /// default: expose it deliberately.
+    pub listen: String,
+    /// Require `Authorization: Bearer <token>` on `/v1/*`; the token comes
+    /// from `VITALS_HTTP_TOKEN`, never from this file.
+    pub require_token: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+            require_token: false,
+        }
+    }
 }
 
 /// A configuration that could not be loaded.
@@ -71,16 +229,110 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Environment overrides. Only `VITALS_MODEL_VERSION` exists so far;
-    /// connection settings join it with the Kafka service.
+    /// Environment overrides: `VITALS_MODEL_VERSION`, `VITALS_BROKERS`,
+    /// `VITALS_HTTP`, and the secrets of [`SECRET_ENV`].
     pub fn apply_env(&mut self, env: &BTreeMap<String, String>) {
         if let Some(v) = env.get("VITALS_MODEL_VERSION") {
             self.model.version = v.clone();
         }
+        if let Some(v) = env.get("VITALS_BROKERS") {
+            self.kafka.brokers = v.clone();
+        }
+        if let Some(v) = env.get("VITALS_HTTP") {
+            self.http.listen = v.clone();
+        }
+        for (var, prop) in SECRET_ENV {
+            if let Some(v) = env.get(var) {
+                self.kafka.client.insert(prop.to_string(), v.clone());
+            }
+        }
+    }
+
+    /// Everything wrong with the non-model sections, each naming its key.
+    fn service_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            p.push("kafka.brokers: must name at least one HOST:PORT".into());
+        }
+        if k.group_id.trim().is_empty() {
+            p.push("kafka.group_id: must not be empty".into());
+        }
+        if k.partitioner != "murmur2" {
+            p.push(format!(
+                "kafka.partitioner: {:?} is not supported (only \"murmur2\", the Java client's default)",
+                k.partitioner
+            ));
+        }
+        if !["json", "protobuf"].contains(&k.output_format.as_str()) {
+            p.push(format!(
+                "kafka.output_format: {:?} must be \"json\" or \"protobuf\"",
+                k.output_format
+            ));
+        }
+        let inputs = k.topics.inputs();
+        for (topic, f) in &k.formats {
+            if !inputs.contains(&topic.as_str()) {
+                p.push(format!(
+                    "kafka.formats.{topic}: not an input topic (inputs: {})",
+                    inputs.join(", ")
+                ));
+            }
+            if !["json", "protobuf"].contains(&f.as_str()) {
+                p.push(format!(
+                    "kafka.formats.{topic}: {f:?} must be \"json\" or \"protobuf\""
+                ));
+            }
+        }
+        let t = &k.topics;
+        let mut names: Vec<(&str, &str)> = vec![
+            ("usage", &t.usage),
+            ("tickets", &t.tickets),
+            ("payments", &t.payments),
+            ("surveys", &t.surveys),
+            ("health", &t.health),
+            ("at_risk", &t.at_risk),
+            ("upsell", &t.upsell),
+            ("dlq", &t.dlq),
+            ("sequenced", &t.sequenced),
+            ("repartition", &t.repartition),
+        ];
+        for (key, name) in &names {
+            if name.is_empty() {
+                p.push(format!("kafka.topics.{key}: must not be empty"));
+            }
+        }
+        names.sort_by_key(|&(_, n)| n);
+        for w in names.windows(2) {
+            if w[0].1 == w[1].1 {
+                p.push(format!(
+                    "kafka.topics.{} and kafka.topics.{}: both are {:?}; every topic must differ",
+                    w[0].0, w[1].0, w[0].1
+                ));
+            }
+        }
+        for key in k.client.keys() {
+            if RESERVED_CLIENT_KEYS.contains(&key.as_str()) {
+                p.push(format!(
+                    "kafka.client.\"{key}\": set by Vitals itself (use kafka.brokers / kafka.group_id / kafka.transactions)"
+                ));
+            }
+        }
+        if self.sequencer.tick_every_ms == 0 {
+            p.push("sequencer.tick_every_ms: must be at least 1".into());
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!(
+                "http.listen: {:?} is not an IP:PORT address",
+                self.http.listen
+            ));
+        }
+        p
     }
 
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let problems = self.model.problems();
+        let mut problems = self.model.problems();
+        problems.extend(self.service_problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -51,6 +51,18 @@ enum Cmd {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// The service: consume the input topics, publish health and alerts.
+    Run {
+        /// Config file (TOML); default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Kafka bootstrap servers, overriding kafka.brokers.
+        #[arg(long, env = "VITALS_BROKERS")]
+        brokers: Option<String>,
+        /// HTTP listen address, overriding http.listen.
+        #[arg(long, env = "VITALS_HTTP")]
+        http: Option<String>,
+    },
     /// Fold a JSONL event log offline; write health.jsonl and alerts.jsonl.
     Replay {
         #[arg(long)]
@@ -324,6 +336,21 @@ fn run(cli: Cli) -> Result<()> {
             wait_for_shutdown()?;
             drop(b);
         }
+        Cmd::Run {
+            config,
+            brokers,
+            http,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = brokers {
+                cfg.kafka.brokers = b;
+            }
+            if let Some(h) = http {
+                cfg.http.listen = h;
+            }
+            cfg.validate("command line")?;
+            run_service(cfg)?;
+        }
         Cmd::Bench(BenchCmd::Memory {
             accounts,
             days,
@@ -340,6 +367,52 @@ fn run(cli: Cli) -> Result<()> {
         } => demo(accounts, days, seed, show)?,
     }
     Ok(())
+}
+
+/// Runs the service until SIGINT/SIGTERM; the partitions drain and commit
+/// before it returns.
+fn run_service(cfg: Config) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("vitals-consumer".into())
+            .spawn(move || {
+                let r = vitals::kafka::service::run(
+                    &cfg,
+                    Arc::new(vitals::kafka::service::NoObserver),
+                    stop.clone(),
+                );
+                // Wake the signal watcher when the service ends by itself.
+                stop.store(true, Ordering::SeqCst);
+                r
+            })?
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let watcher_stop = stop.clone();
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                    if watcher_stop.load(Ordering::SeqCst) { break; }
+                }
+            }
+        }
+        tracing::info!("signal received: finishing the batch in flight");
+        watcher_stop.store(true, Ordering::SeqCst);
+        Ok::<(), std::io::Error>(())
+    })?;
+    match svc.join() {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => bail!("the service thread panicked"),
+    }
 }
 
 /// Blocks until SIGINT or SIGTERM.

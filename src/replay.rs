@@ -12,6 +12,12 @@
 //!
 //! Time does not advance past the last event: timers fire only as far as
 //! the log's own watermark takes them, exactly as in the live service.
+//!
+//! A line `{"tick":"<RFC 3339>"}` is a clock tick, as the service's
+//! sequencer appends to `vitals.sequenced` when a partition is idle: time
+//! moves to it (timers fire) without an event. A partition of
+//! `vitals.sequenced` written out as JSONL, ticks included, replays to
+//! exactly what the service published for it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -181,32 +187,36 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
         if body.is_empty() {
             continue;
         }
-        match json::decode(body) {
-            Ok(ev) => {
-                part.apply(&ev, &mut out);
-            }
-            Err(e) => {
-                invalid += 1;
-                let text = String::from_utf8_lossy(body);
-                let exact = match &text {
-                    std::borrow::Cow::Borrowed(_) => None,
-                    std::borrow::Cow::Owned(_) => {
-                        use base64::Engine;
-                        Some(base64::engine::general_purpose::STANDARD.encode(body))
-                    }
-                };
-                let rec = Rejected {
-                    line: lines,
-                    reason: e.to_string(),
-                    record: &text,
-                    record_base64: exact,
-                };
-                io(
-                    &rej_path,
-                    serde_json::to_writer(&mut rejected, &rec).map_err(std::io::Error::other),
-                )?;
-                io(&rej_path, rejected.write_all(b"\n"))?;
-                continue;
+        if let Some(t) = tick(body) {
+            part.advance(t, &mut out);
+        } else {
+            match json::decode(body) {
+                Ok(ev) => {
+                    part.apply(&ev, &mut out);
+                }
+                Err(e) => {
+                    invalid += 1;
+                    let text = String::from_utf8_lossy(body);
+                    let exact = match &text {
+                        std::borrow::Cow::Borrowed(_) => None,
+                        std::borrow::Cow::Owned(_) => {
+                            use base64::Engine;
+                            Some(base64::engine::general_purpose::STANDARD.encode(body))
+                        }
+                    };
+                    let rec = Rejected {
+                        line: lines,
+                        reason: e.to_string(),
+                        record: &text,
+                        record_base64: exact,
+                    };
+                    io(
+                        &rej_path,
+                        serde_json::to_writer(&mut rejected, &rec).map_err(std::io::Error::other),
+                    )?;
+                    io(&rej_path, rejected.write_all(b"\n"))?;
+                    continue;
+                }
             }
         }
         for s in out.drain(..) {
@@ -261,6 +271,20 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
     io(&sp, std::fs::write(&sp, text + "\n"))?;
     Ok(summary)
+}
+
+/// A clock-tick line: `{"tick":"<RFC 3339>"}`.
+fn tick(body: &[u8]) -> Option<crate::core::Ts> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Tick<'a> {
+        tick: &'a str,
+    }
+    if !body.starts_with(b"{\"tick\"") {
+        return None;
+    }
+    let t: Tick = serde_json::from_slice(body).ok()?;
+    crate::codec::timefmt::parse(t.tick)
 }
 
 fn account_index(p: &Partition, id: &str) -> usize {

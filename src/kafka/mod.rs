@@ -10,5 +10,6 @@ pub mod broker;
 pub mod partitioner;
 pub mod publish;
 pub mod sequencer;
+pub mod service;
 pub mod topics;
 pub mod worker;

@@ -1,0 +1,1009 @@
+//! `vitals run`: the Kafka shell around the sequencer and the fold
+//! (DESIGN.md). One consumer group over the input topics and
+//! `vitals.repartition`; for every assigned partition `p` a worker thread
+//! owns the sequencer of `p` (appending to `vitals.sequenced[p]`) and the
+//! fold of `p` (publishing to partition `p` of the output topics). Workers
+//! run in parallel across cores; the fold's state is a plain value owned
+//! by its thread.
+//!
+//! Flow per partition:
+//! 1. On assignment, the last record of `vitals.sequenced[p]` gives the
+//!    sequencer's [`Cursor`]; the input partitions are assigned at the
+//!    cursor's positions + 1 (committed offsets are kept for lag only).
+//! 2. The worker learns, from the last record of each output partition,
+//!    the provenance already published, rebuilds the fold by reading
+//!    `vitals.sequenced[p]` from its start (snapshots will shorten this),
+//!    and suppresses outputs at or below the marks.
+//! 3. Live: records go through the sequencer; each decision is appended
+//!    to `vitals.sequenced[p]` by the idempotent producer and, once its
+//!    offset is acknowledged, folded exactly as a read of that log would
+//!    fold it (offsets are checked to be consecutive), so the live fold
+//!    and a replay of the log are the same computation.
+//! 4. On revocation or shutdown the worker drains: every appended record is
+//!    folded, every output delivered, input offsets committed; then the
+//!    partition is released.
+//!
+//! The producer never gives up on a record (`message.timeout.ms = 0`):
+//! a lost broker is retried with librdkafka's backoff and logged, never
+//! skipped, so the log never has a hole.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use crate::codec::Format;
+use crate::config::Config;
+use crate::core::{Model, Partition, Ts};
+
+use super::sequencer::{Cursor, Decision, Sequencer, SequencerConfig, SourceRecord};
+use super::topics::check_co_partitioned;
+use super::worker::{
+    headers, provenance_of, FoldWorker, OutFormat, OutTopic, OutputRecord, Sequenced,
+};
+
+/// Why the service stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Topics(String),
+    #[error("partition {partition}: {message}")]
+    Partition { partition: u32, message: String },
+}
+
+/// What a worker tells the rest of the process (read side, metrics, demo).
+pub trait Observer: Send + Sync {
+    /// The partition was assigned and is being restored.
+    fn restoring(&self, _partition: u32) {}
+    /// A batch was folded; `touched` are accounts whose health was
+    /// published in it (all accounts after a restore).
+    fn batch(&self, _partition: u32, _part: &Partition, _touched: &[&str], _status: &Status) {}
+    /// The partition was released.
+    fn revoked(&self, _partition: u32) {}
+}
+
+/// An observer that does nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// How current a partition's state is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub restoring: bool,
+    pub watermark: Option<Ts>,
+    /// Next offset of `vitals.sequenced[p]` to fold.
+    pub sequenced_offset: i64,
+    /// Per input topic (and repartition), the next offset to sequence.
+    pub input_offsets: Vec<(String, i64)>,
+}
+
+/// Settings derived from the config, shared by all workers.
+struct Shared {
+    cfg: Config,
+    model: Arc<Model>,
+    /// Input topics then the repartition topic: the sequencer's sources.
+    sources: Vec<String>,
+    formats: Vec<Format>,
+    partitions: u32,
+    producer: FutureProducer,
+    observer: Arc<dyn Observer>,
+    out_format: OutFormat,
+}
+
+impl Shared {
+    fn out_topic(&self, t: OutTopic) -> &str {
+        let n = &self.cfg.kafka.topics;
+        match t {
+            OutTopic::Health => &n.health,
+            OutTopic::AtRisk => &n.at_risk,
+            OutTopic::Upsell => &n.upsell,
+            OutTopic::Dlq => &n.dlq,
+            OutTopic::Repartition => &n.repartition,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        client_config(&self.cfg)
+    }
+}
+
+/// The common librdkafka settings: brokers and the pass-through
+/// (security) properties.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// What the group consumer hands a worker.
+enum Input {
+    Record(SourceRecord),
+    /// The source has been read to its end for now.
+    CaughtUp(u16),
+}
+
+struct WorkerHandle {
+    tx: SyncSender<Input>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(), ServiceError>>,
+}
+
+struct Ctx {
+    shared: OnceLock<Arc<Shared>>,
+    consumer: OnceLock<Weak<BaseConsumer<Ctx>>>,
+    workers: Mutex<HashMap<u32, WorkerHandle>>,
+    /// Bumped on every rebalance, so the poll loop refreshes its routes.
+    generation: std::sync::atomic::AtomicU64,
+    failed: Mutex<Option<ServiceError>>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is how the merge learns a source is caught up,
+        // not a fault.
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        warn!(error = %error, reason, "kafka client error (librdkafka retries with backoff)");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = self.assign(shared, base, tpl) {
+                    error!(error = %e, "cannot take the assigned partitions");
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts: Vec<u32> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition() as u32)
+                    .collect();
+                self.release(shared, &parts);
+                if let Err(e) = base.unassign() {
+                    warn!(error = %e, "unassign failed");
+                }
+            }
+            e => {
+                warn!(error = ?e, "rebalance error; releasing everything");
+                let parts: Vec<u32> = self.workers_keys();
+                self.release(shared, &parts);
+                let _ = base.unassign();
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Ctx {
+    fn workers_keys(&self) -> Vec<u32> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn assign(
+        &self,
+        shared: &Arc<Shared>,
+        base: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Result<(), ServiceError> {
+        let mut parts: Vec<u32> = tpl
+            .elements()
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let reader = Reader::new(shared)?;
+        let mut cursors = HashMap::new();
+        for &p in &parts {
+            let cursor = reader.last_cursor(&shared.cfg.kafka.topics.sequenced, p)?;
+            info!(partition = p, cursor = %cursor.encode(), "partition assigned; sequencer resumes after its cursor");
+            cursors.insert(p, cursor);
+        }
+        let mut elems = Vec::new();
+        for e in tpl.elements() {
+            elems.push((e.topic().to_string(), e.partition()));
+        }
+        for (topic, p) in elems {
+            let src = shared.sources.iter().position(|s| *s == topic);
+            let pos = src
+                .and_then(|i| cursors.get(&(p as u32)).and_then(|c| c.positions.get(i)))
+                .copied()
+                .unwrap_or(-1);
+            let off = if pos >= 0 {
+                Offset::Offset(pos + 1)
+            } else {
+                Offset::Beginning
+            };
+            tpl.set_partition_offset(&topic, p, off)?;
+        }
+        base.assign(tpl)?;
+        let consumer = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| ServiceError::Topics("consumer gone during rebalance".into()))?;
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        for p in parts {
+            if workers.contains_key(&p) {
+                continue;
+            }
+            let cursor = cursors.remove(&p).unwrap_or_default();
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let stop = Arc::new(AtomicBool::new(false));
+            let w = Worker {
+                p,
+                shared: shared.clone(),
+                consumer: consumer.clone(),
+                stop: stop.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("vitals-p{p}"))
+                .spawn(move || w.run(cursor, rx))
+                .map_err(|e| ServiceError::Partition {
+                    partition: p,
+                    message: format!("cannot start worker thread: {e}"),
+                })?;
+            workers.insert(p, WorkerHandle { tx, stop, thread });
+        }
+        Ok(())
+    }
+
+    /// Stops the workers of `parts`: each drains (folds what it appended,
+    /// delivers every output, commits) before this returns.
+    fn release(&self, shared: &Arc<Shared>, parts: &[u32]) {
+        let handles: Vec<(u32, WorkerHandle)> = {
+            let mut w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            parts
+                .iter()
+                .filter_map(|p| w.remove(p).map(|h| (*p, h)))
+                .collect()
+        };
+        for (_, h) in &handles {
+            h.stop.store(true, Ordering::SeqCst);
+        }
+        for (p, h) in handles {
+            drop(h.tx);
+            match h.thread.join() {
+                Ok(Ok(())) => info!(partition = p, "partition released"),
+                Ok(Err(e)) => {
+                    error!(partition = p, error = %e, "partition worker failed");
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+                Err(_) => error!(partition = p, "partition worker panicked"),
+            }
+            shared.observer.revoked(p);
+        }
+    }
+}
+
+/// Records queued per partition between the group consumer and a worker.
+const QUEUE: usize = 8192;
+/// Appended records awaiting their offset before a worker blocks.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+/// Runs the service until `stop` is set (SIGTERM/SIGINT) or a worker
+/// fails. Returns after every partition has drained and committed.
+pub fn run(
+    cfg: &Config,
+    observer: Arc<dyn Observer>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ServiceError> {
+    let topics = &cfg.kafka.topics;
+    let mut sources: Vec<String> = topics.inputs().iter().map(|s| s.to_string()).collect();
+    sources.push(topics.repartition.clone());
+    let formats = sources
+        .iter()
+        .map(|t| match cfg.kafka.formats.get(t).map(String::as_str) {
+            Some("protobuf") => Format::Protobuf,
+            _ => Format::Json,
+        })
+        .collect();
+    let partitions = check_topics(cfg)?;
+    let mut pc = client_config(cfg);
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.messages", "1000000");
+    let producer: FutureProducer = pc.create()?;
+    let shared = Arc::new(Shared {
+        model: Arc::new(Model::new(cfg.model.clone())),
+        sources,
+        formats,
+        partitions,
+        producer,
+        observer,
+        out_format: if cfg.kafka.output_format == "protobuf" {
+            OutFormat::Protobuf
+        } else {
+            OutFormat::Json
+        },
+        cfg: cfg.clone(),
+    });
+    let ctx = Ctx {
+        shared: OnceLock::new(),
+        consumer: OnceLock::new(),
+        workers: Mutex::new(HashMap::new()),
+        generation: Default::default(),
+        failed: Mutex::new(None),
+    };
+    let _ = ctx.shared.set(shared.clone());
+    let mut cc = client_config(cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("partition.assignment.strategy", "range")
+        .set("isolation.level", "read_committed");
+    let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(cc.create_with_context(ctx)?);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    let subs: Vec<&str> = shared.sources.iter().map(String::as_str).collect();
+    consumer.subscribe(&subs)?;
+    info!(brokers = %cfg.kafka.brokers, group = %cfg.kafka.group_id, partitions, "vitals run: subscribed to {}", subs.join(", "));
+
+    let mut routes: HashMap<u32, SyncSender<Input>> = HashMap::new();
+    let mut seen_generation = u64::MAX;
+    let mut last_poll_error: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let msg = consumer.poll(Duration::from_millis(100));
+        let generation = consumer.context().generation.load(Ordering::SeqCst);
+        if generation != seen_generation {
+            seen_generation = generation;
+            routes = consumer
+                .context()
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(p, h)| (*p, h.tx.clone()))
+                .collect();
+        }
+        if let Some(e) = consumer
+            .context()
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            shutdown(&consumer, &shared);
+            return Err(e);
+        }
+        let (p, input) = match msg {
+            None => continue,
+            Some(Ok(m)) => match source_record(&shared, &m) {
+                Some(r) => (m.partition() as u32, Input::Record(r)),
+                None => continue,
+            },
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // The EOF does not name its topic: tell the worker which of
+                // its sources are read to their (cached) high watermark.
+                if let Some(tx) = routes.get(&(p as u32)) {
+                    for s in caught_up_sources(&consumer, &shared, p) {
+                        let _ = tx.try_send(Input::CaughtUp(s));
+                    }
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    warn!(error = %e, "consumer error (librdkafka retries with backoff)");
+                    last_poll_error = Some(Instant::now());
+                }
+                continue;
+            }
+        };
+        if let Some(tx) = routes.get(&p) {
+            send_blocking(tx, input, &stop);
+        }
+    }
+    info!("stopping: draining every partition");
+    shutdown(&consumer, &shared);
+    let failed = consumer
+        .context()
+        .failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Sources of partition `p` whose next offset is at their high watermark
+/// (from librdkafka's local state, no request).
+fn caught_up_sources(consumer: &BaseConsumer<Ctx>, shared: &Shared, p: i32) -> Vec<u16> {
+    let Ok(pos) = consumer.position() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, t) in shared.sources.iter().enumerate() {
+        let Some((low, high)) = cached_watermarks(consumer, t, p) else {
+            continue;
+        };
+        let next = pos.find_partition(t, p).map(|e| e.offset());
+        let done = match next {
+            Some(Offset::Offset(n)) => n >= high,
+            _ => high <= low,
+        };
+        if done {
+            out.push(i as u16);
+        }
+    }
+    out
+}
+
+/// librdkafka's locally cached low/high watermarks of a partition (updated
+/// by every fetch); rust-rdkafka has no wrapper for this call.
+fn cached_watermarks(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the
+    // topic is a NUL-terminated string that outlives the call; the out
+    // pointers are valid i64s. The call only reads librdkafka's state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            p,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}
+
+fn send_blocking(tx: &SyncSender<Input>, mut input: Input, stop: &AtomicBool) {
+    loop {
+        match tx.try_send(input) {
+            Ok(()) => return,
+            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(back)) => {
+                // Back-pressure: the worker is behind.
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                input = back;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+fn shutdown(consumer: &Arc<BaseConsumer<Ctx>>, shared: &Arc<Shared>) {
+    let parts = consumer.context().workers_keys();
+    consumer.context().release(shared, &parts);
+    consumer.unsubscribe();
+}
+
+/// Verifies every topic exists and all are co-partitioned; returns the
+/// partition count.
+pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
+    let c: BaseConsumer = client_config(cfg).create()?;
+    let md = c.fetch_metadata(None, Duration::from_secs(30))?;
+    let t = &cfg.kafka.topics;
+    let mut names: Vec<&str> = t.inputs().to_vec();
+    names.extend([
+        t.sequenced.as_str(),
+        t.repartition.as_str(),
+        t.health.as_str(),
+        t.at_risk.as_str(),
+        t.upsell.as_str(),
+        t.dlq.as_str(),
+    ]);
+    let mut counts = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match md.topics().iter().find(|x| x.name() == n) {
+            Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
+                counts.push((n.to_string(), x.partitions().len() as u32))
+            }
+            _ => missing.push(n),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ServiceError::Topics(format!(
+            "missing topics on {}: {} (create them with the inputs' partition count; see kafka.topics)",
+            cfg.kafka.brokers,
+            missing.join(", ")
+        )));
+    }
+    check_co_partitioned(&counts).map_err(|e| ServiceError::Topics(e.to_string()))
+}
+
+fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+fn source_record(shared: &Shared, m: &BorrowedMessage<'_>) -> Option<SourceRecord> {
+    let source = shared.sources.iter().position(|s| s == m.topic())? as u16;
+    let is_repartition = source as usize + 1 == shared.sources.len();
+    let format = match header(m, headers::CONTENT_TYPE) {
+        Some(v) if v == headers::PROTOBUF.as_bytes() => Format::Protobuf,
+        _ if is_repartition => match header(m, headers::FORMAT) {
+            Some(b"protobuf") => Format::Protobuf,
+            _ => Format::Json,
+        },
+        _ => shared.formats[source as usize],
+    };
+    let origin = if is_repartition {
+        let num = |n| {
+            header(m, n)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|s| s.parse::<i64>().ok())
+        };
+        match (
+            num(headers::PROVENANCE_PARTITION),
+            num(headers::PROVENANCE_OFFSET),
+        ) {
+            (Some(p), Some(o)) => Some((p as u32, o)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Some(SourceRecord {
+        source,
+        partition: m.partition() as u32,
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().unwrap_or_default().to_vec(),
+        format,
+        origin,
+    })
+}
+
+/// Reads single records and ranges with its own (group-less) consumer.
+struct Reader {
+    c: BaseConsumer,
+}
+
+impl Reader {
+    fn new(shared: &Shared) -> Result<Self, ServiceError> {
+        let mut cc = shared.client();
+        cc.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("group.id", format!("{}.reader", shared.cfg.kafka.group_id))
+            .set("enable.partition.eof", "false")
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760");
+        Ok(Reader { c: cc.create()? })
+    }
+
+    fn watermarks(&self, topic: &str, p: u32) -> Result<(i64, i64), ServiceError> {
+        // Retried: at start the broker may still be coming up.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self
+                .c
+                .fetch_watermarks(topic, p as i32, Duration::from_secs(10))
+            {
+                Ok(w) => return Ok(w),
+                Err(e) if wait < Duration::from_secs(10) => {
+                    warn!(topic, partition = p, error = %e, "cannot read watermarks; retrying");
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Calls `f` on every record of `topic[p]` in `[from, to)`.
+    fn read(
+        &self,
+        topic: &str,
+        p: u32,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(from))?;
+        self.c.assign(&tpl)?;
+        let mut next = from;
+        while next < to {
+            match self.c.poll(Duration::from_secs(1)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    f(&m)?;
+                }
+                Some(Err(e)) => warn!(topic, partition = p, error = %e, "read error; retrying"),
+                None => debug!(topic, partition = p, next, to, "waiting for records"),
+            }
+        }
+        self.c.unassign()?;
+        Ok(())
+    }
+
+    /// The last record's headers of `topic[p]`, if any.
+    fn last<T>(
+        &self,
+        topic: &str,
+        p: u32,
+        f: impl Fn(&[(&str, &[u8])]) -> T,
+    ) -> Result<Option<T>, ServiceError> {
+        let (low, high) = self.watermarks(topic, p)?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut out = None;
+        self.read(topic, p, high - 1, high, |m| {
+            let h = all_headers(m);
+            out = Some(f(&h));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn last_cursor(&self, topic: &str, p: u32) -> Result<Cursor, ServiceError> {
+        let c = self.last(topic, p, |h| {
+            h.iter()
+                .find(|(k, _)| *k == headers::CURSOR)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .and_then(Cursor::decode)
+        })?;
+        match c {
+            None => Ok(Cursor::default()),
+            Some(Some(c)) => Ok(c),
+            Some(None) => Err(ServiceError::Partition {
+                partition: p,
+                message: format!(
+                    "the last record of {topic}[{p}] has no valid {} header: was it written by something other than Vitals?",
+                    headers::CURSOR
+                ),
+            }),
+        }
+    }
+}
+
+fn all_headers<'a>(m: &'a BorrowedMessage<'_>) -> Vec<(&'a str, &'a [u8])> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key, x.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owned_headers(h: &[(&'static str, String)]) -> OwnedHeaders {
+    h.iter()
+        .fold(OwnedHeaders::new_with_capacity(h.len()), |acc, (k, v)| {
+            acc.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        })
+}
+
+struct Worker {
+    p: u32,
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<Ctx>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// An appended record awaiting its offset.
+struct InFlight {
+    entry: Sequenced,
+    delivery: DeliveryFuture,
+}
+
+impl Worker {
+    fn err(&self, message: impl Into<String>) -> ServiceError {
+        ServiceError::Partition {
+            partition: self.p,
+            message: message.into(),
+        }
+    }
+
+    fn run(self, cursor: Cursor, rx: Receiver<Input>) -> Result<(), ServiceError> {
+        let p = self.p;
+        let shared = self.shared.clone();
+        shared.observer.restoring(p);
+        let started = Instant::now();
+        let mut fold = self.restore()?;
+        let restored_in = started.elapsed();
+        let n = shared.partitions;
+        let mut seq = Sequencer::resume(
+            p,
+            SequencerConfig {
+                partitions: n,
+                sources: shared.sources.len() as u16,
+                max_wait_ms: shared.cfg.sequencer.max_wait_ms as i64,
+                tick_every_ms: shared.cfg.sequencer.tick_every_ms as i64,
+            },
+            cursor,
+        );
+        info!(
+            partition = p,
+            accounts = fold.part.accounts.len(),
+            next_offset = fold.next_offset().unwrap_or(0),
+            suppressing = fold.suppressed,
+            restore_ms = restored_in.as_millis() as u64,
+            "partition restored; folding live"
+        );
+        {
+            let ids: Vec<&str> = fold.part.accounts.iter().map(|a| &*a.id).collect();
+            shared
+                .observer
+                .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+        }
+        let epoch = Instant::now();
+        let wall = || epoch.elapsed().as_millis() as Ts;
+        let mut decisions = Vec::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut outputs = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut committed: Vec<i64> = Vec::new();
+        let mut disconnected = false;
+        loop {
+            // Take in what arrived (wait a little when idle).
+            let wait = if in_flight.is_empty() && seq.pending() == 0 {
+                Duration::from_millis(50)
+            } else if seq.pending() > 0 {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(1)
+            };
+            let mut got = 0usize;
+            match rx.recv_timeout(wait) {
+                Ok(i) => {
+                    self.take(&mut seq, i, wall());
+                    got += 1;
+                    while got < 4096 {
+                        match rx.try_recv() {
+                            Ok(i) => {
+                                self.take(&mut seq, i, wall());
+                                got += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+            if !disconnected {
+                seq.poll(wall(), &mut decisions);
+            }
+            for d in decisions.drain(..) {
+                let f = self.append(d)?;
+                in_flight.push_back(f);
+            }
+            // Fold what the log acknowledged, in offset order.
+            let must_drain = disconnected || self.stop.load(Ordering::SeqCst);
+            let mut touched: Vec<String> = Vec::new();
+            loop {
+                let full = in_flight.len() > MAX_IN_FLIGHT;
+                let Some(head) = in_flight.front_mut() else {
+                    break;
+                };
+                let ready = if must_drain || full {
+                    Some(futures::executor::block_on(&mut head.delivery))
+                } else {
+                    (&mut head.delivery).now_or_never()
+                };
+                let Some(res) = ready else { break };
+                let f = in_flight.pop_front().expect("head exists");
+                let offset = match res {
+                    Ok(Ok(d)) => d.offset,
+                    Ok(Err((e, _))) => {
+                        return Err(self.err(format!("append to the sequenced log failed: {e}")))
+                    }
+                    Err(_) => return Err(self.err("producer dropped a delivery")),
+                };
+                fold.on_record(offset, &f.entry, &mut outputs)
+                    .map_err(|e| self.err(format!("{e}: another writer on the sequenced log?")))?;
+                for o in outputs.drain(..) {
+                    if o.topic == OutTopic::Health {
+                        if let Some(k) = &o.key {
+                            touched.push(String::from_utf8_lossy(k).into_owned());
+                        }
+                    }
+                    self.publish(&o)?;
+                }
+            }
+            if !touched.is_empty() {
+                let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
+                shared
+                    .observer
+                    .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+            }
+            if must_drain && in_flight.is_empty() {
+                break;
+            }
+            if last_commit.elapsed() > Duration::from_secs(1) {
+                self.commit(&seq, &mut committed, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        // Deliver every output before the partition is released.
+        if let Err(e) = shared.producer.flush(Duration::from_secs(60)) {
+            warn!(partition = p, error = %e, "flush did not finish; outputs not yet delivered are re-derived by the next owner");
+        }
+        self.commit(&seq, &mut committed, CommitMode::Sync);
+        Ok(())
+    }
+
+    fn status(&self, fold: &FoldWorker, seq: &Sequencer, restoring: bool) -> Status {
+        Status {
+            restoring,
+            watermark: (fold.part.max_time != Ts::MIN).then(|| fold.part.watermark()),
+            sequenced_offset: fold.next_offset().unwrap_or(0),
+            input_offsets: self
+                .shared
+                .sources
+                .iter()
+                .zip(&seq.cursor().positions)
+                .map(|(t, &o)| (t.clone(), o + 1))
+                .collect(),
+        }
+    }
+
+    fn take(&self, seq: &mut Sequencer, i: Input, wall: Ts) {
+        match i {
+            Input::Record(r) => seq.push(r, wall),
+            Input::CaughtUp(s) => seq.set_caught_up(s, true),
+        }
+    }
+
+    fn append(&self, d: Decision) -> Result<InFlight, ServiceError> {
+        let (entry, cursor) = Sequenced::from_decision(d, &self.shared.sources);
+        let rec = entry.to_record(cursor);
+        let topic = &self.shared.cfg.kafka.topics.sequenced;
+        let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(self.p as i32)
+            .payload(&rec.value)
+            .headers(owned_headers(&rec.headers));
+        if let Some(k) = &rec.key {
+            fr = fr.key(k);
+        }
+        let delivery = self.send(fr)?;
+        Ok(InFlight { entry, delivery })
+    }
+
+    fn send(&self, mut fr: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, ServiceError> {
+        loop {
+            match self.shared.producer.send_result(fr) {
+                Ok(d) => return Ok(d),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The local queue is full: wait for deliveries.
+                    self.shared.producer.poll(Duration::from_millis(10));
+                    fr = back;
+                }
+                Err((e, _)) => return Err(self.err(format!("produce failed: {e}"))),
+            }
+        }
+    }
+
+    fn publish(&self, o: &OutputRecord) -> Result<(), ServiceError> {
+        let topic = self.shared.out_topic(o.topic);
+        let partition = if o.topic == OutTopic::Repartition {
+            o.partition
+        } else {
+            self.p
+        };
+        let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition as i32)
+            .payload(&o.value)
+            .headers(owned_headers(&o.all_headers(self.p)));
+        if let Some(k) = &o.key {
+            fr = fr.key(k);
+        }
+        // Delivery is not awaited per record: the idempotent producer
+        // keeps order, and the tails tell a successor what arrived.
+        let _ = self.send(fr)?;
+        Ok(())
+    }
+
+    fn commit(&self, seq: &Sequencer, committed: &mut Vec<i64>, mode: CommitMode) {
+        let pos = &seq.cursor().positions;
+        if pos == committed {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, &o) in self.shared.sources.iter().zip(pos) {
+            if o >= 0 {
+                let _ = tpl.add_partition_offset(t, self.p as i32, Offset::Offset(o + 1));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => *committed = pos.clone(),
+            Err(e) => {
+                debug!(partition = self.p, error = %e, "offset commit failed (offsets are for lag only)")
+            }
+        }
+    }
+
+    /// Rebuilds the fold from `vitals.sequenced[p]` and learns what is
+    /// already published.
+    fn restore(&self) -> Result<FoldWorker, ServiceError> {
+        let shared = &self.shared;
+        let p = self.p;
+        let reader = Reader::new(shared)?;
+        let mut marks = [None; 4];
+        for (i, t) in OutTopic::TRACKED.iter().enumerate() {
+            let topic = shared.out_topic(*t);
+            marks[i] = reader.last(topic, p, |h| provenance_of(h))?.flatten();
+        }
+        let mut fold = FoldWorker::new(p, Partition::new(shared.model.clone()), marks);
+        fold.format = shared.out_format;
+        let topic = &shared.cfg.kafka.topics.sequenced;
+        let (low, high) = reader.watermarks(topic, p)?;
+        if low > 0 {
+            warn!(
+                partition = p,
+                log_start = low,
+                "{topic}[{p}] starts at offset {low}: older history was deleted by retention; the fold is rebuilt from what remains"
+            );
+        }
+        let mut outputs = Vec::new();
+        reader.read(topic, p, low, high, |m| {
+            let h = all_headers(m);
+            let (entry, _) = Sequenced::parse(m.key(), m.payload().unwrap_or_default(), &h)
+                .map_err(|e| self.err(format!("{topic}[{p}]@{}: {e}", m.offset())))?;
+            fold.on_record(m.offset(), &entry, &mut outputs)
+                .map_err(|e| self.err(e.to_string()))?;
+            for o in outputs.drain(..) {
+                self.publish(&o)?;
+            }
+            Ok(())
+        })?;
+        if high > low {
+            debug!(
+                partition = p,
+                records = high - low,
+                "replayed the sequenced log"
+            );
+        }
+        Ok(fold)
+    }
+}
