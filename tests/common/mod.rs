@@ -1,0 +1,266 @@
+//! Helpers for the tests that run the service over a Kafka-protocol broker:
+//! producing, reading whole partitions back, turning a partition of
+//! `vitals.sequenced` into the JSONL that `vitals replay` folds, and
+//! comparing the service's output topics with the replay's files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use vitals::codec::timefmt;
+use vitals::config::Config;
+use vitals::kafka::worker::Sequenced;
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Rec {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.value.clone()).expect("UTF-8 value")
+    }
+}
+
+/// A config for a test service on `brokers` (fast ticks, short waits).
+pub fn config(brokers: &str, group: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.group_id = group.to_string();
+    c.sequencer.tick_every_ms = 200;
+    c.sequencer.max_wait_ms = 100;
+    c
+}
+
+pub fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Sends and waits for delivery of everything sent.
+pub fn send(p: &BaseProducer, topic: &str, partition: Option<i32>, key: &str, value: &[u8]) {
+    let mut r = BaseRecord::<str, [u8]>::to(topic).key(key).payload(value);
+    if let Some(part) = partition {
+        r = r.partition(part);
+    }
+    let mut r = Some(r);
+    while let Some(rec) = r.take() {
+        if let Err((e, back)) = p.send(rec) {
+            assert!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{e}"
+            );
+            p.poll(Duration::from_millis(10));
+            r = Some(back);
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
+pub fn flush(p: &BaseProducer) {
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every record of `topic[partition]`, in offset order.
+pub fn read_all(brokers: &str, topic: &str, partition: i32) -> Vec<Rec> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "vitals-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (low, high) = c
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut out = Vec::new();
+    if high <= low {
+        return out;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .unwrap();
+    c.assign(&tpl).expect("assign");
+    while out.last().map_or(low, |r: &Rec| r.offset + 1) < high {
+        match c.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => out.push(Rec {
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("read {topic}[{partition}]: {e}"),
+            None => panic!("read {topic}[{partition}]: nothing within 10 s"),
+        }
+    }
+    assert_eq!(low, 0, "{topic}[{partition}] lost records to retention");
+    out
+}
+
+pub fn high_watermark(brokers: &str, topic: &str, partition: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks")
+        .1
+}
+
+/// Parses a `vitals.sequenced` record.
+pub fn sequenced(r: &Rec) -> Sequenced {
+    let h: Vec<(&str, &[u8])> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    Sequenced::parse(r.key.as_deref(), &r.value, &h)
+        .expect("a valid sequenced record")
+        .0
+}
+
+/// The JSONL `vitals replay` folds for a partition of `vitals.sequenced`:
+/// events and ticks in offset order (invalid and re-routed records are not
+/// the partition's events).
+pub fn replay_input(log: &[Rec]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in log {
+        match sequenced(r) {
+            Sequenced::Event { value, .. } => {
+                out.extend_from_slice(&value);
+                out.push(b'\n');
+            }
+            Sequenced::Tick { time } => {
+                out.extend_from_slice(
+                    format!("{{\"tick\":\"{}\"}}\n", timefmt::format(time)).as_bytes(),
+                );
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What `vitals replay` wrote for one partition's log.
+pub struct Replayed {
+    pub health_log: Vec<String>,
+    pub health: Vec<String>,
+    pub at_risk: Vec<String>,
+    pub upsell: Vec<String>,
+    pub summary: vitals::replay::Summary,
+}
+
+pub fn replay(dir: &Path, p: i32, log: &[Rec]) -> Replayed {
+    let input = dir.join(format!("sequenced-{p}.jsonl"));
+    std::fs::write(&input, replay_input(log)).unwrap();
+    let out = dir.join(format!("replay-{p}"));
+    let summary = vitals::replay::replay(&vitals::replay::Options {
+        input,
+        out: out.clone(),
+        model: Config::default().model,
+        progress: false,
+    })
+    .expect("replay");
+    let lines = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let alerts = lines("alerts.jsonl");
+    let (upsell, at_risk): (Vec<String>, Vec<String>) = alerts
+        .into_iter()
+        .partition(|l| l.contains("\"kind\":\"upsell_opportunity\""));
+    Replayed {
+        health_log: lines("health_log.jsonl"),
+        health: lines("health.jsonl"),
+        at_risk,
+        upsell,
+        summary,
+    }
+}
+
+/// The last value per key, sorted by key: a compacted read.
+pub fn compacted(recs: &[Rec]) -> Vec<String> {
+    let mut m = BTreeMap::new();
+    for r in recs {
+        m.insert(r.key.clone().unwrap_or_default(), r.text());
+    }
+    m.into_values().collect()
+}
+
+pub fn texts(recs: &[Rec]) -> Vec<String> {
+    recs.iter().map(Rec::text).collect()
+}
+
+/// The next offset the sequencer of `partition` will take from each
+/// source, from the last `vitals.sequenced` record's cursor.
+pub fn cursor(brokers: &str, partition: i32) -> Option<vitals::kafka::sequencer::Cursor> {
+    let high = high_watermark(brokers, "vitals.sequenced", partition);
+    if high == 0 {
+        return None;
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "vitals-test-reader")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("vitals.sequenced", partition, Offset::Offset(high - 1))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    match c.poll(Duration::from_secs(10)) {
+        Some(Ok(m)) => m
+            .headers()
+            .and_then(|h| h.iter().find(|x| x.key == "vitals.cursor"))
+            .and_then(|x| std::str::from_utf8(x.value?).ok())
+            .and_then(vitals::kafka::sequencer::Cursor::decode),
+        _ => None,
+    }
+}
+
+/// True when every input partition has been sequenced to its end.
+pub fn all_sequenced(brokers: &str, partitions: i32) -> bool {
+    let inputs = ["usage", "tickets", "payments", "surveys"];
+    (0..partitions).all(|p| {
+        let Some(c) = cursor(brokers, p) else {
+            return inputs.iter().all(|t| high_watermark(brokers, t, p) == 0);
+        };
+        inputs.iter().enumerate().all(|(i, t)| {
+            c.positions.get(i).copied().unwrap_or(-1) + 1 >= high_watermark(brokers, t, p)
+        })
+    })
+}
