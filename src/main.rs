@@ -47,6 +47,10 @@ enum Cmd {
         /// writing a file (keyed by account_id, murmur2-partitioned, JSON).
         #[arg(long, env = "VITALS_BROKERS")]
         brokers: Option<String>,
+        /// With --brokers: publish at most this many events per second
+        /// (a steady load); 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// Where to write the ground truth (JSONL, one account per line).
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -180,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             truth,
             brokers,
+            rate,
         } => {
             let mut o = simulate::SimOptions {
                 accounts,
@@ -213,7 +218,7 @@ fn run(cli: Cli) -> Result<()> {
                 let n = rt
                     .block_on(async {
                         let p = vitals::kafka::publish::producer(&brokers)?;
-                        vitals::kafka::publish::publish(&p, events, 10_000).await
+                        vitals::kafka::publish::publish(&p, events, 10_000, rate).await
                     })
                     .with_context(|| format!("publishing to {brokers}"))?;
                 tracing::info!(events = n, accounts, days, seed, %brokers, "simulation published");

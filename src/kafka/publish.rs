@@ -35,16 +35,23 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// Sends `events` in order (at most `in_flight` awaiting delivery) and
-/// waits for every delivery. Returns how many were delivered.
+/// Sends `events` in order (at most `in_flight` awaiting delivery, at most
+/// `rate` per second unless 0) and waits for every delivery. Returns how
+/// many were delivered.
 pub async fn publish(
     producer: &FutureProducer,
     events: impl IntoIterator<Item = Event<'static>>,
     in_flight: usize,
+    rate: u64,
 ) -> Result<u64, KafkaError> {
     let mut pending = std::collections::VecDeque::new();
     let mut n = 0u64;
-    for ev in events {
+    let start = tokio::time::Instant::now();
+    for (i, ev) in events.into_iter().enumerate() {
+        if rate > 0 && i % 100 == 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
         let payload = json::encode(&ev);
         let key = ev.account_id.to_string();
         let fut = producer.send_result(

@@ -129,6 +129,32 @@ pub fn read_all(brokers: &str, topic: &str, partition: i32) -> Vec<Rec> {
     out
 }
 
+/// Reads high watermarks with one long-lived client (cheap to poll).
+pub struct Watermarks(BaseConsumer);
+
+impl Watermarks {
+    pub fn new(brokers: &str) -> Self {
+        Watermarks(
+            ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .create()
+                .expect("consumer"),
+        )
+    }
+    pub fn high(&self, topic: &str, partition: i32) -> i64 {
+        self.0
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    }
+    pub fn total(&self, topics: &[&str], partitions: i32) -> i64 {
+        topics
+            .iter()
+            .map(|t| (0..partitions).map(|p| self.high(t, p)).sum::<i64>())
+            .sum()
+    }
+}
+
 pub fn high_watermark(brokers: &str, topic: &str, partition: i32) -> i64 {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
