@@ -25,6 +25,9 @@
 //!
 //! Query parameters are strict: an unknown one (`bands=`) is a 400, not
 //! ignored. `segment=` (empty) selects accounts without a segment.
+//! `status` is `active` (the default: cancelled accounts are churned, not
+//! at risk, and `vitals_accounts` leaves them out too), `cancelled` or
+//! `all`.
 //!
 //! An instance knows only the partitions it owns. An unknown account is a
 //! 404 — or a 503 with `Retry-After` while some partition is restoring or
@@ -471,8 +474,8 @@ async fn list_accounts(
         })?),
     };
     let cancelled = match q.status.as_deref() {
-        None | Some("all") => None,
-        Some("active") => Some(false),
+        None | Some("active") => Some(false),
+        Some("all") => None,
         Some("cancelled") => Some(true),
         Some(s) => {
             return Err(ApiError::BadRequest(format!(

@@ -248,9 +248,11 @@ pub struct NpsAnswer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountView {
     pub partition: u32,
-    /// As a `vitals.health` record would carry it; `time` is the account's
-    /// last scoring. `caused_by` is not known here and is set to
-    /// `CausedBy::Timer(time)`; the API leaves it out.
+    /// As a `vitals.health` record would carry it. `time` is the account's
+    /// last evaluation: the last record's time, or later when later usage
+    /// events provably left the score unchanged (the fold skips re-scoring
+    /// them and publishes nothing). `caused_by` is not known here and is
+    /// set to `CausedBy::Timer(time)`; the API leaves it out.
     pub health: Health,
     pub history: ScoreHistory,
     /// Open tickets by priority, in [`Priority::ALL`] order.
