@@ -596,7 +596,7 @@ impl ReadSide {
         if limit == 0 {
             return Vec::new();
         }
-        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit + 1);
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit.min(4096) + 1);
         for r in self.accounts.iter() {
             let v = r.value();
             if !filter.matches(v) {
@@ -912,6 +912,63 @@ mod tests {
         assert_eq!(pts.last(), Some(&(160, 70)));
         // Without the old history only the core's 32 days are known.
         assert_eq!(ScoreHistory::merge(None, &core).points().len(), 32);
+    }
+
+    /// Two workers publish their partitions batch by batch while a reader
+    /// renders: afterwards the incremental counts equal a recount of the
+    /// views.
+    #[test]
+    fn counts_equal_a_recount_after_concurrent_refreshes() {
+        let rs = ReadSide::new();
+        let segs = ["a", "b", "c"];
+        std::thread::scope(|s| {
+            for p in 0..2u32 {
+                let rs = &rs;
+                s.spawn(move || {
+                    let mut part = Partition::new(Arc::new(Model::new(ModelConfig::default())));
+                    for day in 0..40 {
+                        let mut out = Vec::new();
+                        let mut ids = Vec::new();
+                        for i in 0..20 {
+                            let id = format!("p{p}-{i}");
+                            let seg = segs[(i + day) % 3];
+                            let time = format!("2026-01-{:02}T{:02}:00:00Z", 1 + day % 28, i);
+                            let kind = if day % 7 == 3 && i % 5 == 0 {
+                                format!(r#""type":"invoice.payment_failed","invoice_id":"x{day}","amount_cents":100"#)
+                            } else {
+                                format!(r#""type":"account.updated","segment":"{seg}""#)
+                            };
+                            let l = format!(
+                                r#"{{"id":"{id}-{day}","account_id":"{id}","time":"{time}",{kind}}}"#
+                            );
+                            let ev = json::decode(l.as_bytes()).expect("test event");
+                            part.apply(&ev, &mut out);
+                            ids.push(id);
+                        }
+                        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                        rs.refresh(p, &part, &refs);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..50 {
+                    let _ = rs.distribution();
+                    let _ = rs.list(&ListFilter::default(), None, 10);
+                }
+            });
+        });
+        let all = rs.list(&ListFilter::default(), None, usize::MAX);
+        assert_eq!(all.len(), 40);
+        let mut recount: BTreeMap<Option<String>, SegmentCounts> = BTreeMap::new();
+        for v in &all {
+            recount
+                .entry(v.health.segment.clone())
+                .or_default()
+                .add(&v.counts());
+        }
+        let mut got = rs.distribution();
+        got.retain(|_, c| *c != SegmentCounts::default());
+        assert_eq!(got, recount);
     }
 
     #[test]

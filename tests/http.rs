@@ -1006,6 +1006,8 @@ async fn account_api_listing_and_metrics_over_a_known_log() {
     assert!(samples
         .iter()
         .any(|s| s.name == "vitals_batch_duration_seconds_bucket"));
+    // Installing again is harmless and gives a handle to the same recorder.
+    assert!(install_recorder().render().contains("vitals_events_total"));
 
     // Expected from the fold's records: bands and cumulative buckets of
     // the active accounts, by segment.
