@@ -214,22 +214,16 @@ impl ScoreHistory {
             head,
             days: [NO_SCORE; HISTORY_DAYS],
         };
-        let mut last: Option<u8> = None;
         for d in head - HISTORY_DAYS as i32 + 1..=head {
             let v = if d >= core_from {
                 core.score_on(d)
             } else if let Some(p) = prev {
-                if d <= p.head {
-                    p.get(d)
-                } else {
-                    last
-                }
+                p.get(d.min(p.head))
             } else {
                 None
             };
             if let Some(s) = v {
                 out.days[Self::slot(d)] = s;
-                last = Some(s);
             }
         }
         out
@@ -912,6 +906,16 @@ mod tests {
         assert_eq!(pts.last(), Some(&(160, 70)));
         // Without the old history only the core's 32 days are known.
         assert_eq!(ScoreHistory::merge(None, &core).points().len(), 32);
+        // A gap longer than the window (a cancelled account has no timers):
+        // the last known score is carried over the whole window.
+        let mut core = AlertState::default();
+        core.record_score(100, 50.0);
+        let h1 = ScoreHistory::merge(None, &core);
+        core.record_score(250, 20.0);
+        let pts = ScoreHistory::merge(Some(&h1), &core).points();
+        assert_eq!(pts.len(), 90);
+        assert!(pts[..89].iter().all(|&(_, s)| s == 50));
+        assert_eq!(pts[89], (250, 20));
     }
 
     /// Two workers publish their partitions batch by batch while a reader
