@@ -581,6 +581,10 @@ impl ReadSide {
     /// Up to `limit` views matching `filter`, worst score first, ties by
     /// account id, starting after `after`. O(accounts · log limit); each
     /// view is consistent, the page is not a snapshot across accounts.
+    /// The scan holds one map shard's read lock at a time, so a worker
+    /// publishing into that shard waits at most one shard's scan (a
+    /// 1000-account page over 50k accounts took 11 ms in a dev build).
+    /// `/metrics` never scans.
     pub fn list(
         &self,
         filter: &ListFilter,
