@@ -13,6 +13,10 @@
 //! - [`config`]: the service's TOML configuration, with validation that
 //!   reports every problem at once.
 //! - [`kafka`]: Kafka adapters — the embedded broker, the partitioner.
+//! - [`readside`]: the current health of every owned account, published
+//!   per batch by the partition workers for the API and `/metrics`.
+//! - [`http`]: the HTTP listener — `/metrics`, `/healthz`, `/readyz` and
+//!   the account API (`/v1/accounts`).
 //! - [`replay`]: `vitals replay` — fold a JSONL log offline.
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
 //! - [`backtest`]: how well scores and alerts predict churn on a log.
@@ -44,6 +48,8 @@ pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod core;
+pub mod http;
 pub mod kafka;
+pub mod readside;
 pub mod replay;
 pub mod simulate;
