@@ -118,17 +118,33 @@ enum Cmd {
     Bench(BenchCmd),
     /// See it work: simulated customers folded in accelerated time, with
     /// the alert feed printed as it happens (offline; no broker needed).
-    Demo {
-        #[arg(long, default_value_t = 200)]
-        accounts: u32,
-        #[arg(long, default_value_t = 180)]
-        days: u32,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Most alerts to print (the rest are counted).
-        #[arg(long, default_value_t = 40)]
-        show: usize,
-    },
+    Demo(DemoOpts),
+}
+
+/// `vitals demo`: the whole system on one machine, no setup.
+#[derive(clap::Args)]
+struct DemoOpts {
+    #[arg(long, default_value_t = 200)]
+    accounts: u32,
+    #[arg(long, default_value_t = 150)]
+    days: u32,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Events per second the simulator publishes (accelerated time).
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Partitions of every topic of the embedded broker.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Stop after this many seconds (0: once the simulation is folded).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+    /// HTTP listen address (default: http.listen, or a free port if taken).
+    #[arg(long, env = "VITALS_HTTP")]
+    http: Option<String>,
+    /// Most alerts to print (the rest are counted).
+    #[arg(long, default_value_t = 40)]
+    show: usize,
 }
 
 #[derive(Subcommand)]
@@ -354,7 +370,8 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.http.listen = h;
             }
             cfg.validate("command line")?;
-            run_service(cfg)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            run_service(cfg, stop, |_| {})?;
         }
         Cmd::Bench(BenchCmd::Memory {
             accounts,
@@ -364,40 +381,100 @@ fn run(cli: Cli) -> Result<()> {
             let r = vitals::bench::memory(accounts, days, seed);
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
-        Cmd::Demo {
-            accounts,
-            days,
-            seed,
-            show,
-        } => demo(accounts, days, seed, show)?,
+        Cmd::Demo(o) => demo(o)?,
     }
     Ok(())
 }
 
-/// Runs the service until SIGINT/SIGTERM; the partitions drain and commit
-/// before it returns.
-fn run_service(cfg: Config) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// Feeds the read side (API, `/metrics`) from the partition workers, and
+/// passes events on to another observer (the demo's feed).
+struct ReadSideObserver {
+    read: std::sync::Arc<vitals::readside::ReadSide>,
+}
+
+impl vitals::kafka::service::Observer for ReadSideObserver {
+    fn assigned(&self, _partitions: &[u32]) {
+        self.read.set_joined(true);
+    }
+    fn restoring(&self, partition: u32) {
+        self.read
+            .set_status(partition, vitals::readside::PartitionStatus::default());
+    }
+    fn batch(
+        &self,
+        partition: u32,
+        part: &vitals::core::Partition,
+        touched: &[&str],
+        st: &vitals::kafka::service::Status,
+    ) {
+        self.read.refresh(partition, part, touched);
+        self.read.set_status(
+            partition,
+            vitals::readside::PartitionStatus {
+                watermark: st.watermark,
+                sequenced_offset: st.sequenced_offset,
+                input_offsets: st.input_offsets.clone(),
+                restoring: st.restoring,
+            },
+        );
+    }
+    fn revoked(&self, partition: u32) {
+        self.read.drop_partition(partition);
+    }
+}
+
+/// The bearer token for `/v1/*` when `http.require_token` is set.
+fn http_token(cfg: &Config) -> Result<Option<String>> {
+    if !cfg.http.require_token {
+        return Ok(None);
+    }
+    match std::env::var("VITALS_HTTP_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+        _ => bail!("http.require_token = true but VITALS_HTTP_TOKEN is not set"),
+    }
+}
+
+/// Runs the service with its HTTP listener until SIGINT/SIGTERM (or until
+/// `stop` is set); the partitions drain and commit before it returns.
+/// `ready` is told the bound HTTP address.
+fn run_service(
+    cfg: Config,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    on_listen: impl FnOnce(std::net::SocketAddr),
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    let stop = Arc::new(AtomicBool::new(false));
+    let token = http_token(&cfg)?;
+    let read = Arc::new(vitals::readside::ReadSide::new());
+    let handle = vitals::readside::install_recorder();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listen = cfg.http.listen.clone();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .with_context(|| format!("http.listen: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /v1/accounts");
+    on_listen(addr);
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = vitals::http::HttpState::new(read.clone(), handle, token);
+    let server = rt.spawn(vitals::http::serve(listener, state, async move {
+        let _ = http_stop_rx.await;
+    }));
     let svc = {
         let stop = stop.clone();
+        let observer = Arc::new(ReadSideObserver { read });
         std::thread::Builder::new()
             .name("vitals-consumer".into())
             .spawn(move || {
-                let r = vitals::kafka::service::run(
-                    &cfg,
-                    Arc::new(vitals::kafka::service::NoObserver),
-                    stop.clone(),
-                );
+                let r = vitals::kafka::service::run(&cfg, observer, stop.clone());
                 // Wake the signal watcher when the service ends by itself.
                 stop.store(true, Ordering::SeqCst);
                 r
             })?
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let watcher_stop = stop.clone();
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -405,19 +482,22 @@ fn run_service(cfg: Config) -> Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
                     if watcher_stop.load(Ordering::SeqCst) { break; }
                 }
             }
         }
-        tracing::info!("signal received: finishing the batch in flight");
+        tracing::info!("stopping: finishing the batch in flight");
         watcher_stop.store(true, Ordering::SeqCst);
         Ok::<(), std::io::Error>(())
     })?;
-    match svc.join() {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => bail!("the service thread panicked"),
-    }
+    let result = match svc.join() {
+        Ok(r) => r.map_err(anyhow::Error::from),
+        Err(_) => Err(anyhow::anyhow!("the service thread panicked")),
+    };
+    let _ = http_stop_tx.send(());
+    let _ = rt.block_on(server);
+    result
 }
 
 /// Blocks until SIGINT or SIGTERM.
@@ -474,66 +554,190 @@ fn print_backtest(r: &backtest::Report, invalid: u64) {
     }
 }
 
-fn demo(accounts: u32, days: u32, seed: u64, show: usize) -> Result<()> {
+fn demo(o: DemoOpts) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
-    use vitals::core::{Model, Partition, Signal};
-    let cfg = load_config(None)?;
-    let o = simulate::SimOptions {
-        accounts,
-        days,
-        seed,
+    let mut cfg = load_config(None)?;
+    let broker = vitals::kafka::broker::EmbeddedBroker::start(1, o.partitions)?;
+    cfg.kafka.brokers = broker.bootstrap_servers();
+    cfg.kafka.group_id = "vitals-demo".into();
+    if let Some(h) = &o.http {
+        cfg.http.listen = h.clone();
+    } else if std::net::TcpListener::bind(&cfg.http.listen).is_err() {
+        // The default port is taken (another vitals?): any free port.
+        cfg.http.listen = "127.0.0.1:0".into();
+    }
+    cfg.validate("vitals demo")?;
+    let sim = simulate::SimOptions {
+        accounts: o.accounts,
+        days: o.days,
+        seed: o.seed,
         ..Default::default()
     };
+    let events = simulate::generate(&sim);
+    let total = events.len() as u64;
     println!(
-        "vitals demo (offline fold; the Kafka service is not wired in yet): {accounts} simulated accounts, {days} days, seed {seed}\n"
+        "vitals demo: embedded Kafka-protocol broker at {} ({} partitions per topic)\n\
+         simulating {} customers over {} days = {} events, published at {} events/s\n",
+        cfg.kafka.brokers, o.partitions, o.accounts, o.days, total, o.rate
     );
-    let events = simulate::generate(&o);
-    let mut part = Partition::new(Arc::new(Model::new(cfg.model)));
-    let mut out = Vec::new();
-    let mut shown = 0;
-    let mut upsells_shown = 0;
-    let mut counts = [0u64; 3];
-    for ev in &events {
-        part.apply(ev, &mut out);
-        for s in out.drain(..) {
-            if let Signal::Alert(a) = s {
-                counts[a.kind as usize] += 1;
-                // Upsells are frequent: show a few, keep room for risk.
-                let is_upsell = a.kind == vitals::core::AlertKind::UpsellOpportunity;
-                if is_upsell && upsells_shown >= show / 5 {
-                    continue;
-                }
-                if shown < show {
-                    shown += 1;
-                    upsells_shown += usize::from(is_upsell);
-                    let when = codec::timefmt::format(a.time);
-                    println!(
-                        "{}  {:<19} {}  score {:>5.1}  {} → {}  ({})",
-                        &when[..10],
-                        a.kind.as_str(),
-                        a.account_id,
-                        a.score,
-                        a.previous_band.as_str(),
-                        a.band.as_str(),
-                        a.reason
-                    );
-                    for d in a.drivers.iter().take(3) {
-                        println!("      {:+6.1}  {}", d.impact, d.detail);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    // The publisher: the simulator as a producer, in accelerated time.
+    let published = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let brokers = cfg.kafka.brokers.clone();
+        let published = published.clone();
+        let rate = o.rate;
+        std::thread::spawn(move || -> Result<u64> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let n = rt.block_on(async {
+                let p = vitals::kafka::publish::producer(&brokers)?;
+                vitals::kafka::publish::publish(&p, events, 10_000, rate).await
+            })?;
+            published.store(true, Ordering::SeqCst);
+            Ok(n)
+        })
+    };
+    // The feed: a subscriber of the alert topics, as a CS tool would be.
+    let feed = {
+        let brokers = cfg.kafka.brokers.clone();
+        let topics = [
+            cfg.kafka.topics.at_risk.clone(),
+            cfg.kafka.topics.upsell.clone(),
+        ];
+        let stop = stop.clone();
+        let counts = counts.clone();
+        let show = o.show;
+        std::thread::spawn(move || alert_feed(&brokers, &topics, &stop, &counts, show))
+    };
+    // Stop after --duration, or once everything published was folded.
+    {
+        let stop = stop.clone();
+        let duration = o.duration;
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut quiet_since: Option<std::time::Instant> = None;
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if duration > 0 {
+                    if start.elapsed().as_secs() >= duration {
+                        break;
                     }
-                    for s in &a.signals {
-                        println!("      ↑ {}", s.detail);
+                } else if published.load(Ordering::SeqCst) {
+                    let q = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                    if q.elapsed().as_secs() >= 5 {
+                        break;
                     }
                 }
             }
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    run_service(cfg, stop.clone(), |addr| {
+        println!(
+            "metrics: http://{addr}/metrics   accounts: http://{addr}/v1/accounts?band=at_risk   (Ctrl-C stops)\n"
+        );
+    })?;
+    stop.store(true, Ordering::SeqCst);
+    let _ = feed.join();
+    let n = match publisher.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("the publisher panicked"),
+    };
+    println!(
+        "\n{n} events published and folded; alerts: {} at_risk, {} recovered, {} upsell_opportunity",
+        counts[0].load(Ordering::SeqCst),
+        counts[1].load(Ordering::SeqCst),
+        counts[2].load(Ordering::SeqCst),
+    );
+    drop(broker);
+    Ok(())
+}
+
+/// Prints alerts from the alert topics as they are published.
+fn alert_feed(
+    brokers: &str,
+    topics: &[String; 2],
+    stop: &std::sync::atomic::AtomicBool,
+    counts: &[std::sync::atomic::AtomicU64; 3],
+    show: usize,
+) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    use std::sync::atomic::Ordering;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "vitals-demo-feed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+    c.subscribe(&t)?;
+    let mut shown = 0;
+    let mut upsells_shown = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(Ok(m)) = c.poll(std::time::Duration::from_millis(200)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+        else {
+            continue;
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let kind = s("kind");
+        let i = match kind.as_str() {
+            "at_risk" => 0,
+            "recovered" => 1,
+            _ => 2,
+        };
+        counts[i].fetch_add(1, Ordering::SeqCst);
+        // Upsells are frequent: show a few, keep room for risk.
+        if shown >= show || (i == 2 && upsells_shown >= show / 5) {
+            continue;
+        }
+        shown += 1;
+        upsells_shown += usize::from(i == 2);
+        let time = s("time");
+        let score = v.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
+        let mark = match i {
+            0 => "▼ AT RISK ",
+            1 => "▲ RECOVERED",
+            _ => "★ UPSELL  ",
+        };
+        let change = if i == 2 {
+            s("band")
+        } else {
+            format!("{} → {}  {}", s("previous_band"), s("band"), s("reason"))
+        };
+        println!(
+            "{}  {mark}  {:<12} score {:>5.1}  {change}",
+            time.get(..10).unwrap_or(&time),
+            s("account_id"),
+            score,
+        );
+        for d in v
+            .get("drivers")
+            .and_then(|d| d.as_array())
+            .into_iter()
+            .flatten()
+            .take(3)
+        {
+            let impact = d.get("impact").and_then(|x| x.as_f64()).unwrap_or(0.0);
+            let detail = d.get("detail").and_then(|x| x.as_str()).unwrap_or("");
+            println!("                  {impact:+6.1}  {detail}");
+        }
+        for g in v
+            .get("signals")
+            .and_then(|d| d.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let detail = g.get("detail").and_then(|x| x.as_str()).unwrap_or("");
+            println!("                  ↑ {detail}");
         }
     }
-    println!(
-        "\n{} events folded; alerts: {} at_risk, {} recovered, {} upsell_opportunity ({} shown)",
-        events.len(),
-        counts[0],
-        counts[1],
-        counts[2],
-        shown
-    );
     Ok(())
 }

@@ -184,9 +184,13 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     }
     assert!(input_records > 20_000, "{input_records}");
     assert!(outputs > 300, "{outputs}");
-    let restarts = text.matches("partition restored").count();
+    assert_eq!(
+        text.matches("vitals run: subscribed").count(),
+        3,
+        "three lives:\n{text}"
+    );
     assert!(
-        restarts >= 3 * P as usize,
-        "three lives of every partition:\n{text}"
+        text.matches("partition restored").count() > P as usize,
+        "{text}"
     );
 }

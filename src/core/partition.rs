@@ -556,8 +556,12 @@ impl Partition {
                 acc.alert.at_risk_pending = false;
                 acc.alert.last_at_risk_alert = now;
             } else if acc.alert.at_risk_open
+                && !dropped
                 && (band == Band::Healthy || (band == Band::Neutral && old_band == Band::AtRisk))
             {
+                // A sharp drop inside the healthy band is over only when it
+                // no longer shows against the recent peak; otherwise the
+                // next evaluation would "recover" it at once.
                 alerts.push((AlertKind::Recovered, "left_band", Vec::new()));
                 acc.alert.at_risk_open = false;
             }

@@ -52,6 +52,8 @@ pub struct SourceRecord {
     /// For re-routed records: the (partition, sequenced offset) of the
     /// fold that forwarded it (its provenance headers).
     pub origin: Option<(u32, i64)>,
+    /// The record's Kafka timestamp (ms), for latency metrics only.
+    pub timestamp: Option<i64>,
 }
 
 /// What an appended record is.
@@ -438,6 +440,7 @@ mod tests {
             value: v.into_bytes(),
             format: Format::Json,
             origin: None,
+            timestamp: None,
         }
     }
 

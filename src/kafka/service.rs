@@ -67,6 +67,8 @@ pub enum ServiceError {
 
 /// What a worker tells the rest of the process (read side, metrics, demo).
 pub trait Observer: Send + Sync {
+    /// The group gave this instance these partitions (maybe none).
+    fn assigned(&self, _partitions: &[u32]) {}
     /// The partition was assigned and is being restored.
     fn restoring(&self, _partition: u32) {}
     /// A batch was folded; `touched` are accounts whose health was
@@ -158,7 +160,10 @@ impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is how the merge learns a source is caught up,
         // not a fault.
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             return;
         }
         warn!(error = %error, reason, "kafka client error (librdkafka retries with backoff)");
@@ -380,8 +385,26 @@ pub fn run(
     let mut routes: HashMap<u32, SyncSender<Input>> = HashMap::new();
     let mut seen_generation = u64::MAX;
     let mut last_poll_error: Option<Instant> = None;
+    let mut last_check = Instant::now();
+    let mut last_lag = Instant::now();
+    let mut last_record = Instant::now();
+    // (partition, source) → caught-up already announced since its last record.
+    let mut announced: HashMap<(u32, u16), bool> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
-        let msg = consumer.poll(Duration::from_millis(100));
+        // Short polls while records flow (the merge waits on caught-up
+        // news); long ones when idle, so an idle service sleeps.
+        let busy = last_record.elapsed() < Duration::from_millis(200);
+        let msg = consumer.poll(Duration::from_millis(if busy { 2 } else { 50 }));
+        // Tell the workers which sources are read to their end (the merge
+        // need not wait for them), and export the lag.
+        if msg.is_none() || last_check.elapsed() > Duration::from_millis(5) {
+            last_check = Instant::now();
+            let lag = last_lag.elapsed() > Duration::from_secs(1);
+            if lag {
+                last_lag = Instant::now();
+            }
+            report_positions(&consumer, &shared, &routes, &mut announced, lag);
+        }
         let generation = consumer.context().generation.load(Ordering::SeqCst);
         if generation != seen_generation {
             seen_generation = generation;
@@ -410,16 +433,7 @@ pub fn run(
                 Some(r) => (m.partition() as u32, Input::Record(r)),
                 None => continue,
             },
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // The EOF does not name its topic: tell the worker which of
-                // its sources are read to their (cached) high watermark.
-                if let Some(tx) = routes.get(&(p as u32)) {
-                    for s in caught_up_sources(&consumer, &shared, p) {
-                        let _ = tx.try_send(Input::CaughtUp(s));
-                    }
-                }
-                continue;
-            }
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
             Some(Err(e)) => {
                 if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                     warn!(error = %e, "consumer error (librdkafka retries with backoff)");
@@ -429,6 +443,10 @@ pub fn run(
             }
         };
         if let Some(tx) = routes.get(&p) {
+            if let Input::Record(r) = &input {
+                announced.insert((p, r.source), false);
+            }
+            last_record = Instant::now();
             send_blocking(tx, input, &stop);
         }
     }
@@ -446,27 +464,43 @@ pub fn run(
     }
 }
 
-/// Sources of partition `p` whose next offset is at their high watermark
-/// (from librdkafka's local state, no request).
-fn caught_up_sources(consumer: &BaseConsumer<Ctx>, shared: &Shared, p: i32) -> Vec<u16> {
+/// For every routed partition: tells its worker which sources are read
+/// to their (cached) high watermark, and with `lag`, exports the consumer
+/// lag per partition. Uses librdkafka's local state only, no request.
+fn report_positions(
+    consumer: &BaseConsumer<Ctx>,
+    shared: &Shared,
+    routes: &HashMap<u32, SyncSender<Input>>,
+    announced: &mut HashMap<(u32, u16), bool>,
+    lag: bool,
+) {
+    if routes.is_empty() {
+        return;
+    }
     let Ok(pos) = consumer.position() else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
-    for (i, t) in shared.sources.iter().enumerate() {
-        let Some((low, high)) = cached_watermarks(consumer, t, p) else {
-            continue;
-        };
-        let next = pos.find_partition(t, p).map(|e| e.offset());
-        let done = match next {
-            Some(Offset::Offset(n)) => n >= high,
-            _ => high <= low,
-        };
-        if done {
-            out.push(i as u16);
+    for (&p, tx) in routes {
+        let mut behind = 0i64;
+        for (i, t) in shared.sources.iter().enumerate() {
+            let Some((low, high)) = cached_watermarks(consumer, t, p as i32) else {
+                continue;
+            };
+            let next = pos.find_partition(t, p as i32).map(|e| e.offset());
+            let (done, gap) = match next {
+                Some(Offset::Offset(n)) => (n >= high, (high - n).max(0)),
+                _ => (high <= low, (high - low).max(0)),
+            };
+            behind += gap;
+            let told = announced.entry((p, i as u16)).or_insert(false);
+            if done && !*told && tx.try_send(Input::CaughtUp(i as u16)).is_ok() {
+                *told = true;
+            }
+        }
+        if lag {
+            metrics::gauge!("vitals_consumer_lag", "partition" => p.to_string()).set(behind as f64);
         }
     }
-    out
 }
 
 /// librdkafka's locally cached low/high watermarks of a partition (updated
@@ -590,6 +624,7 @@ fn source_record(shared: &Shared, m: &BorrowedMessage<'_>) -> Option<SourceRecor
         value: m.payload().unwrap_or_default().to_vec(),
         format,
         origin,
+        timestamp: m.timestamp().to_millis(),
     })
 }
 
@@ -605,6 +640,7 @@ impl Reader {
             .set("enable.auto.offset.store", "false")
             .set("group.id", format!("{}.reader", shared.cfg.kafka.group_id))
             .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "10")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760");
         Ok(Reader { c: cc.create()? })
@@ -731,6 +767,8 @@ struct Worker {
 struct InFlight {
     entry: Sequenced,
     delivery: DeliveryFuture,
+    /// Kafka timestamp of the source record (event-to-alert latency).
+    timestamp: Option<i64>,
 }
 
 impl Worker {
@@ -817,7 +855,8 @@ impl Worker {
             }
             // Fold what the log acknowledged, in offset order.
             let must_drain = disconnected || self.stop.load(Ordering::SeqCst);
-            let mut touched: Vec<String> = Vec::new();
+            let mut folded = 0u64;
+            let batch_start = Instant::now();
             loop {
                 let full = in_flight.len() > MAX_IN_FLIGHT;
                 let Some(head) = in_flight.front_mut() else {
@@ -840,19 +879,26 @@ impl Worker {
                 fold.on_record(offset, &f.entry, &mut outputs)
                     .map_err(|e| self.err(format!("{e}: another writer on the sequenced log?")))?;
                 for o in outputs.drain(..) {
-                    if o.topic == OutTopic::Health {
-                        if let Some(k) = &o.key {
-                            touched.push(String::from_utf8_lossy(k).into_owned());
-                        }
-                    }
+                    self.count(&o, f.timestamp);
                     self.publish(&o)?;
                 }
+                folded += 1;
             }
-            if !touched.is_empty() {
+            if folded > 0 {
+                let mut touched = std::mem::take(&mut fold.touched);
+                touched.sort_unstable();
+                touched.dedup();
                 let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
                 shared
                     .observer
                     .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+                for ((topic, ty, outcome), n) in fold.tally.drain() {
+                    metrics::counter!("vitals_events_total", "topic" => topic, "type" => ty, "outcome" => outcome)
+                        .increment(n);
+                }
+                metrics::histogram!("vitals_batch_seconds")
+                    .record(batch_start.elapsed().as_secs_f64());
+                metrics::counter!("vitals_sequenced_total").increment(folded);
             }
             if must_drain && in_flight.is_empty() {
                 break;
@@ -868,6 +914,43 @@ impl Worker {
         }
         self.commit(&seq, &mut committed, CommitMode::Sync);
         Ok(())
+    }
+
+    /// Metrics for one output record.
+    fn count(&self, o: &OutputRecord, source_timestamp: Option<i64>) {
+        match o.topic {
+            OutTopic::Health => metrics::counter!("vitals_health_published_total").increment(1),
+            OutTopic::AtRisk | OutTopic::Upsell => {
+                let kind = if o.topic == OutTopic::Upsell {
+                    "upsell_opportunity"
+                } else if o.value.windows(18).any(|w| w == b"\"kind\":\"recovered\"") {
+                    "recovered"
+                } else {
+                    "at_risk"
+                };
+                metrics::counter!("vitals_alerts_total", "kind" => kind).increment(1);
+                if let Some(ts) = source_timestamp {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    metrics::histogram!("vitals_event_to_alert_seconds")
+                        .record((now - ts).max(0) as f64 / 1000.0);
+                }
+            }
+            OutTopic::Dlq => {
+                let topic = o
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == headers::SOURCE_TOPIC)
+                    .map_or(String::new(), |(_, v)| v.clone());
+                metrics::counter!("vitals_events_total", "topic" => topic.clone(), "type" => "", "outcome" => "invalid").increment(1);
+                metrics::counter!("vitals_dlq_total", "topic" => topic).increment(1);
+            }
+            OutTopic::Repartition => {
+                metrics::counter!("vitals_repartitioned_total").increment(1);
+                warn!(partition = self.p, to = o.partition, "record on the wrong input partition (producer partitioner is not murmur2?); re-routed to its owner");
+            }
+        }
     }
 
     fn status(&self, fold: &FoldWorker, seq: &Sequencer, restoring: bool) -> Status {
@@ -893,6 +976,10 @@ impl Worker {
     }
 
     fn append(&self, d: Decision) -> Result<InFlight, ServiceError> {
+        let timestamp = match &d {
+            Decision::Append { record, .. } => record.timestamp,
+            Decision::Tick { .. } => None,
+        };
         let (entry, cursor) = Sequenced::from_decision(d, &self.shared.sources);
         let rec = entry.to_record(cursor);
         let topic = &self.shared.cfg.kafka.topics.sequenced;
@@ -904,7 +991,11 @@ impl Worker {
             fr = fr.key(k);
         }
         let delivery = self.send(fr)?;
-        Ok(InFlight { entry, delivery })
+        Ok(InFlight {
+            entry,
+            delivery,
+            timestamp,
+        })
     }
 
     fn send(&self, mut fr: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, ServiceError> {
@@ -937,7 +1028,7 @@ impl Worker {
         }
         // Delivery is not awaited per record: the idempotent producer
         // keeps order, and the tails tell a successor what arrived.
-        let _ = self.send(fr)?;
+        drop(self.send(fr)?);
         Ok(())
     }
 
@@ -972,7 +1063,7 @@ impl Worker {
         let mut marks = [None; 4];
         for (i, t) in OutTopic::TRACKED.iter().enumerate() {
             let topic = shared.out_topic(*t);
-            marks[i] = reader.last(topic, p, |h| provenance_of(h))?.flatten();
+            marks[i] = reader.last(topic, p, provenance_of)?.flatten();
         }
         let mut fold = FoldWorker::new(p, Partition::new(shared.model.clone()), marks);
         fold.format = shared.out_format;

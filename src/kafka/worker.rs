@@ -364,6 +364,11 @@ pub struct FoldWorker {
     next_offset: Option<i64>,
     signals: Vec<Signal>,
     pub suppressed: u64,
+    /// Accounts that events touched since the shell last took them.
+    pub touched: Vec<String>,
+    /// Events by (source topic, type, outcome) since the shell last took
+    /// them (for metrics).
+    pub tally: std::collections::HashMap<(String, &'static str, &'static str), u64>,
 }
 
 /// A sequenced record arrived out of order: the shell must seek.
@@ -386,6 +391,8 @@ impl FoldWorker {
             next_offset: None,
             signals: Vec::new(),
             suppressed: 0,
+            touched: Vec::new(),
+            tally: Default::default(),
         }
     }
 
@@ -438,7 +445,13 @@ impl FoldWorker {
                 source,
             } => match codec::decode(*format, value) {
                 Ok(ev) => {
-                    self.part.apply(&ev, &mut self.signals);
+                    let outcome = self.part.apply(&ev, &mut self.signals);
+                    let topic = source.as_ref().map_or("", |s| s.topic.as_str());
+                    let key = (topic.to_string(), ev.type_name(), outcome.as_str());
+                    *self.tally.entry(key).or_default() += 1;
+                    if self.touched.last().map(String::as_str) != Some(&*ev.account_id) {
+                        self.touched.push(ev.account_id.to_string());
+                    }
                 }
                 // The sequencer validated it; a record that fails now was
                 // written by something else.
