@@ -149,6 +149,22 @@ struct DemoOpts {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Simulated events through the embedded broker and the whole service:
+    /// events/s, then event-to-alert latency at half that rate.
+    E2e {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 8)]
+        partitions: u32,
+        /// Seconds of steady load for the latency measurement.
+        #[arg(long, default_value_t = 20)]
+        latency_secs: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Most records the producer runs ahead of the fold.
+        #[arg(long, default_value_t = 200_000)]
+        window: u64,
+    },
     /// Fold simulated accounts and report resident memory growth per account.
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -372,6 +388,22 @@ fn run(cli: Cli) -> Result<()> {
             cfg.validate("command line")?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             run_service(cfg, stop, |_| {})?;
+        }
+        Cmd::Bench(BenchCmd::E2e {
+            events,
+            partitions,
+            latency_secs,
+            seed,
+            window,
+        }) => {
+            let r = vitals::kafka::bench::e2e(&vitals::kafka::bench::E2eOptions {
+                events,
+                partitions,
+                latency_secs,
+                seed,
+                window,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Bench(BenchCmd::Memory {
             accounts,

@@ -6,6 +6,7 @@
 //! The service itself (`vitals run`: sequencer, fold workers, exactly-once
 //! outputs) is the next step of this module; see the Kafka issue.
 
+pub mod bench;
 pub mod broker;
 pub mod partitioner;
 pub mod publish;

@@ -232,6 +232,7 @@ impl Ctx {
             .collect();
         parts.sort_unstable();
         parts.dedup();
+        shared.observer.assigned(&parts);
         let reader = Reader::new(shared)?;
         let mut cursors = HashMap::new();
         for &p in &parts {
@@ -375,6 +376,9 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
         .set("partition.assignment.strategy", "range")
+        // Records are handed on as soon as they arrive: the merge and the
+        // event-to-alert latency wait on fetches, not the other way round.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed");
     let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(cc.create_with_context(ctx)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
