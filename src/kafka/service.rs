@@ -276,6 +276,7 @@ impl Ctx {
                 shared: shared.clone(),
                 consumer: consumer.clone(),
                 stop: stop.clone(),
+                txn: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vitals-p{p}"))
@@ -340,6 +341,12 @@ pub fn run(
         })
         .collect();
     let partitions = check_topics(cfg)?;
+    if cfg.kafka.transactions {
+        // Fail at start, naming the setting, when the broker lacks them.
+        let probe = format!("{}-probe-{}", cfg.kafka.group_id, std::process::id());
+        drop(transactional_producer(cfg, &probe)?);
+        info!("kafka.transactions: each batch's outputs and input offsets commit atomically");
+    }
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -551,6 +558,26 @@ fn shutdown(consumer: &Arc<BaseConsumer<Ctx>>, shared: &Arc<Shared>) {
     consumer.unsubscribe();
 }
 
+/// A transactional producer with `id`, its transactions initialised (which
+/// fences an earlier producer with the same id).
+fn transactional_producer(cfg: &Config, id: &str) -> Result<FutureProducer, ServiceError> {
+    let mut pc = client_config(cfg);
+    pc.set("transactional.id", id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("transaction.timeout.ms", "60000");
+    let p: FutureProducer = pc.create()?;
+    p.init_transactions(Duration::from_secs(30)).map_err(|e| {
+        ServiceError::Topics(format!(
+            "kafka.transactions = true, but the brokers at {} do not support transactions ({e}); \
+             set kafka.transactions = false (exactly-once does not depend on it)",
+            cfg.kafka.brokers
+        ))
+    })?;
+    Ok(p)
+}
+
 /// Verifies every topic exists and all are co-partitioned; returns the
 /// partition count.
 pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
@@ -644,6 +671,7 @@ impl Reader {
             .set("enable.auto.offset.store", "false")
             .set("group.id", format!("{}.reader", shared.cfg.kafka.group_id))
             .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760");
@@ -765,6 +793,10 @@ struct Worker {
     shared: Arc<Shared>,
     consumer: Arc<BaseConsumer<Ctx>>,
     stop: Arc<AtomicBool>,
+    /// With `kafka.transactions`: this partition's transactional producer
+    /// (`transactional.id` = `<group>-p<partition>`, so a zombie owner of
+    /// the partition is fenced).
+    txn: Option<FutureProducer>,
 }
 
 /// An appended record awaiting its offset.
@@ -783,13 +815,54 @@ impl Worker {
         }
     }
 
-    fn run(self, cursor: Cursor, rx: Receiver<Input>) -> Result<(), ServiceError> {
+    fn producer(&self) -> &FutureProducer {
+        self.txn.as_ref().unwrap_or(&self.shared.producer)
+    }
+
+    /// With transactions: commits the open transaction (records produced
+    /// since the last commit, plus the input offsets sequenced) and opens
+    /// the next.
+    fn commit_transaction(&self, seq: &Sequencer) -> Result<(), ServiceError> {
+        let Some(t) = &self.txn else { return Ok(()) };
+        let mut tpl = TopicPartitionList::new();
+        for (topic, &o) in self.shared.sources.iter().zip(&seq.cursor().positions) {
+            if o >= 0 {
+                tpl.add_partition_offset(topic, self.p as i32, Offset::Offset(o + 1))?;
+            }
+        }
+        let timeout = Duration::from_secs(30);
+        let done = (|| {
+            if tpl.count() > 0 {
+                if let Some(meta) = self.consumer.group_metadata() {
+                    t.send_offsets_to_transaction(&tpl, &meta, timeout)?;
+                }
+            }
+            t.commit_transaction(timeout)?;
+            t.begin_transaction()
+        })();
+        done.map_err(|e| self.err(format!("kafka.transactions: commit failed: {e}")))
+    }
+
+    fn run(mut self, cursor: Cursor, rx: Receiver<Input>) -> Result<(), ServiceError> {
         let p = self.p;
         let shared = self.shared.clone();
         shared.observer.restoring(p);
+        if shared.cfg.kafka.transactions {
+            let t = transactional_producer(
+                &shared.cfg,
+                &format!("{}-p{p}", shared.cfg.kafka.group_id),
+            )?;
+            t.begin_transaction()?;
+            self.txn = Some(t);
+        }
         let started = Instant::now();
         let mut fold = self.restore()?;
         let restored_in = started.elapsed();
+        if let Some(t) = &self.txn {
+            t.commit_transaction(Duration::from_secs(30))
+                .and_then(|()| t.begin_transaction())
+                .map_err(|e| self.err(format!("kafka.transactions: commit failed: {e}")))?;
+        }
         let n = shared.partitions;
         let mut seq = Sequencer::resume(
             p,
@@ -858,7 +931,7 @@ impl Worker {
                 in_flight.push_back(f);
             }
             // Fold what the log acknowledged, in offset order.
-            let must_drain = disconnected || self.stop.load(Ordering::SeqCst);
+            let must_drain = disconnected || self.stop.load(Ordering::SeqCst) || self.txn.is_some();
             let mut folded = 0u64;
             let batch_start = Instant::now();
             loop {
@@ -903,8 +976,10 @@ impl Worker {
                 metrics::histogram!("vitals_batch_seconds")
                     .record(batch_start.elapsed().as_secs_f64());
                 metrics::counter!("vitals_sequenced_total").increment(folded);
+                self.commit_transaction(&seq)?;
             }
-            if must_drain && in_flight.is_empty() {
+            let stopping = disconnected || self.stop.load(Ordering::SeqCst);
+            if stopping && in_flight.is_empty() {
                 break;
             }
             if last_commit.elapsed() > Duration::from_secs(1) {
@@ -913,7 +988,11 @@ impl Worker {
             }
         }
         // Deliver every output before the partition is released.
-        if let Err(e) = shared.producer.flush(Duration::from_secs(60)) {
+        if let Some(t) = &self.txn {
+            self.commit_transaction(&seq)?;
+            let _ = t.abort_transaction(Duration::from_secs(10));
+        }
+        if let Err(e) = self.producer().flush(Duration::from_secs(60)) {
             warn!(partition = p, error = %e, "flush did not finish; outputs not yet delivered are re-derived by the next owner");
         }
         self.commit(&seq, &mut committed, CommitMode::Sync);
@@ -1004,11 +1083,11 @@ impl Worker {
 
     fn send(&self, mut fr: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, ServiceError> {
         loop {
-            match self.shared.producer.send_result(fr) {
+            match self.producer().send_result(fr) {
                 Ok(d) => return Ok(d),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The local queue is full: wait for deliveries.
-                    self.shared.producer.poll(Duration::from_millis(10));
+                    self.producer().poll(Duration::from_millis(10));
                     fr = back;
                 }
                 Err((e, _)) => return Err(self.err(format!("produce failed: {e}"))),
