@@ -26,6 +26,36 @@ pub struct Config {
     pub sequencer: SequencerSettings,
     /// The HTTP listener (`/metrics`, health probes, the account API).
     pub http: HttpConfig,
+    /// Per-partition snapshots of the fold's state.
+    pub snapshot: SnapshotConfig,
+}
+
+/// `[snapshot]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Take snapshots (recovery then replays only the log's tail).
+    pub enabled: bool,
+    /// Directory of the local store (`<dir>/p<partition>/<offset>.snap`).
+    pub dir: String,
+    /// A snapshot at least this often (wall clock) while records flow.
+    pub interval_secs: u64,
+    /// ... or after this many sequenced records, whichever comes first.
+    pub every_records: u64,
+    /// Snapshots kept per partition (older ones are deleted).
+    pub keep: u32,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            enabled: true,
+            dir: "vitals-snapshots".into(),
+            interval_secs: 60,
+            every_records: 1_000_000,
+            keep: 3,
+        }
+    }
 }
 
 /// `[kafka]`.
@@ -317,6 +347,15 @@ impl Config {
                     "kafka.client.\"{key}\": set by Vitals itself (use kafka.brokers / kafka.group_id / kafka.transactions)"
                 ));
             }
+        }
+        if self.snapshot.enabled && self.snapshot.dir.trim().is_empty() {
+            p.push("snapshot.dir: must name a directory when snapshot.enabled".into());
+        }
+        if self.snapshot.keep == 0 {
+            p.push("snapshot.keep: must be at least 1".into());
+        }
+        if self.snapshot.interval_secs == 0 && self.snapshot.every_records == 0 {
+            p.push("snapshot.interval_secs and snapshot.every_records: one must be positive".into());
         }
         if self.sequencer.tick_every_ms == 0 {
             p.push("sequencer.tick_every_ms: must be at least 1".into());

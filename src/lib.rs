@@ -53,3 +53,4 @@ pub mod kafka;
 pub mod readside;
 pub mod replay;
 pub mod simulate;
+pub mod snapshot;

@@ -100,6 +100,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Snapshot files: `vitals snapshot inspect PATH`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// The embedded Kafka-protocol broker alone (librdkafka's mock cluster)
     /// with the SPEC topics created; prints its bootstrap address.
     Broker {
@@ -145,6 +148,13 @@ struct DemoOpts {
     /// Most alerts to print (the rest are counted).
     #[arg(long, default_value_t = 40)]
     show: usize,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Print a snapshot's partition, offsets, watermark, account count,
+    /// size, format version and checksum status (JSON).
+    Inspect { path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -414,6 +424,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Demo(o) => demo(o)?,
+        Cmd::Snapshot(SnapshotCmd::Inspect { path }) => {
+            let i = vitals::snapshot::inspect(&path)?;
+            println!("{}", serde_json::to_string_pretty(&i)?);
+            if let Some(e) = &i.error {
+                bail!("{}: {e}", path.display());
+            }
+        }
     }
     Ok(())
 }
@@ -593,6 +610,9 @@ fn demo(o: DemoOpts) -> Result<()> {
     let broker = vitals::kafka::broker::EmbeddedBroker::start(1, o.partitions)?;
     cfg.kafka.brokers = broker.bootstrap_servers();
     cfg.kafka.group_id = "vitals-demo".into();
+    // A fresh broker each time: snapshots of an earlier demo do not apply.
+    let snapshots = tempfile::tempdir().context("a temporary snapshot directory")?;
+    cfg.snapshot.dir = snapshots.path().display().to_string();
     if let Some(h) = &o.http {
         cfg.http.listen = h.clone();
     } else if std::net::TcpListener::bind(&cfg.http.listen).is_err() {

@@ -78,7 +78,9 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"crash-test\"\n\
          [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
          [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
-         [http]\nlisten = \"127.0.0.1:0\""
+         [snapshot]\ndir = \"{}\"\ninterval_secs = 1\n\
+         [http]\nlisten = \"127.0.0.1:0\"",
+        dir.path().join("snapshots").display()
     )
     .unwrap();
     let log = dir.path().join("run.log");

@@ -47,6 +47,7 @@ use tracing::{debug, error, info, warn};
 use crate::codec::Format;
 use crate::config::Config;
 use crate::core::{Model, Partition, Ts};
+use crate::snapshot::{self, DirStore, SnapshotStore};
 
 use super::sequencer::{Cursor, Decision, Sequencer, SequencerConfig, SourceRecord};
 use super::topics::check_co_partitioned;
@@ -104,6 +105,7 @@ struct Shared {
     producer: FutureProducer,
     observer: Arc<dyn Observer>,
     out_format: OutFormat,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 impl Shared {
@@ -366,6 +368,9 @@ pub fn run(
         } else {
             OutFormat::Json
         },
+        snapshots: cfg.snapshot.enabled.then(|| {
+            Arc::new(DirStore::new(&cfg.snapshot.dir)) as Arc<dyn SnapshotStore>
+        }),
         cfg: cfg.clone(),
     });
     let ctx = Ctx {
@@ -802,6 +807,8 @@ struct Worker {
 /// An appended record awaiting its offset.
 struct InFlight {
     entry: Sequenced,
+    /// The record's cursor header.
+    cursor: String,
     delivery: DeliveryFuture,
     /// Kafka timestamp of the source record (event-to-alert latency).
     timestamp: Option<i64>,
@@ -856,8 +863,9 @@ impl Worker {
             self.txn = Some(t);
         }
         let started = Instant::now();
-        let mut fold = self.restore()?;
+        let (mut fold, mut last_cursor) = self.restore()?;
         let restored_in = started.elapsed();
+        metrics::histogram!("vitals_restore_seconds").record(restored_in.as_secs_f64());
         if let Some(t) = &self.txn {
             t.commit_transaction(Duration::from_secs(30))
                 .and_then(|()| t.begin_transaction())
@@ -896,6 +904,9 @@ impl Worker {
         let mut last_commit = Instant::now();
         let mut committed: Vec<i64> = Vec::new();
         let mut disconnected = false;
+        let mut since_snapshot = 0u64;
+        let mut last_snapshot = Instant::now();
+        let mut snap_writer: Option<JoinHandle<()>> = None;
         loop {
             // Take in what arrived (wait a little when idle).
             let wait = if in_flight.is_empty() && seq.pending() == 0 {
@@ -960,6 +971,7 @@ impl Worker {
                     self.publish(&o)?;
                 }
                 folded += 1;
+                last_cursor = f.cursor;
             }
             if folded > 0 {
                 let mut touched = std::mem::take(&mut fold.touched);
@@ -977,6 +989,16 @@ impl Worker {
                     .record(batch_start.elapsed().as_secs_f64());
                 metrics::counter!("vitals_sequenced_total").increment(folded);
                 self.commit_transaction(&seq)?;
+                since_snapshot += folded;
+                let snap = &shared.cfg.snapshot;
+                let due_time = snap.interval_secs > 0
+                    && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs);
+                let due_count = snap.every_records > 0 && since_snapshot >= snap.every_records;
+                if due_time || due_count {
+                    self.snapshot(&fold, &last_cursor, false, &mut snap_writer);
+                    since_snapshot = 0;
+                    last_snapshot = Instant::now();
+                }
             }
             let stopping = disconnected || self.stop.load(Ordering::SeqCst);
             if stopping && in_flight.is_empty() {
@@ -996,6 +1018,8 @@ impl Worker {
             warn!(partition = p, error = %e, "flush did not finish; outputs not yet delivered are re-derived by the next owner");
         }
         self.commit(&seq, &mut committed, CommitMode::Sync);
+        // Hand-off: the next owner restores from here, replaying nothing.
+        self.snapshot(&fold, &last_cursor, true, &mut snap_writer);
         Ok(())
     }
 
@@ -1064,7 +1088,7 @@ impl Worker {
             Decision::Tick { .. } => None,
         };
         let (entry, cursor) = Sequenced::from_decision(d, &self.shared.sources);
-        let rec = entry.to_record(cursor);
+        let rec = entry.to_record(cursor.clone());
         let topic = &self.shared.cfg.kafka.topics.sequenced;
         let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
             .partition(self.p as i32)
@@ -1076,6 +1100,7 @@ impl Worker {
         let delivery = self.send(fr)?;
         Ok(InFlight {
             entry,
+            cursor,
             delivery,
             timestamp,
         })
@@ -1139,7 +1164,77 @@ impl Worker {
 
     /// Rebuilds the fold from `vitals.sequenced[p]` and learns what is
     /// already published.
-    fn restore(&self) -> Result<FoldWorker, ServiceError> {
+    /// The cursor header of `vitals.sequenced[p]` at `offset` ("" before
+    /// the log's start).
+    fn cursor_at(&self, reader: &Reader, offset: i64, low: i64) -> Result<String, ServiceError> {
+        if offset < low {
+            return Ok(String::new());
+        }
+        let topic = &self.shared.cfg.kafka.topics.sequenced;
+        let mut out = String::new();
+        reader.read(topic, self.p, offset, offset + 1, |m| {
+            out = header(m, headers::CURSOR)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Writes a snapshot of the fold (state at `fold.next_offset()`):
+    /// encoded here (the partition's only stall), stored on a background
+    /// thread unless `wait`.
+    fn snapshot(&self, fold: &FoldWorker, cursor: &str, wait: bool, writer: &mut Option<JoinHandle<()>>) {
+        let (Some(store), Some(next)) = (self.shared.snapshots.clone(), fold.next_offset()) else {
+            return;
+        };
+        if let Some(w) = writer.take() {
+            if !w.is_finished() && !wait {
+                *writer = Some(w);
+                return; // the previous one is still being written
+            }
+            let _ = w.join();
+        }
+        let p = self.p;
+        let start = Instant::now();
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let bytes = snapshot::encode(&fold.part, p, next, cursor, created);
+        let stall = start.elapsed();
+        metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
+        let keep = self.shared.cfg.snapshot.keep as usize;
+        let accounts = fold.part.accounts.len();
+        let write = move || {
+            match store.put(p, next, &bytes).and_then(|name| {
+                store.retain(p, keep)?;
+                Ok(name)
+            }) {
+                Ok(name) => {
+                    let took = start.elapsed();
+                    metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
+                    metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string()).set(bytes.len() as f64);
+                    metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
+                        .set(created as f64 / 1000.0);
+                    info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
+                }
+                Err(e) => {
+                    metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                    warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
+                }
+            }
+        };
+        if wait {
+            write();
+        } else {
+            match std::thread::Builder::new().name(format!("vitals-snap-p{p}")).spawn(write) {
+                Ok(h) => *writer = Some(h),
+                Err(e) => warn!(partition = p, error = %e, "cannot start the snapshot writer"),
+            }
+        }
+    }
+
+    fn restore(&self) -> Result<(FoldWorker, String), ServiceError> {
         let shared = &self.shared;
         let p = self.p;
         let reader = Reader::new(shared)?;
@@ -1148,22 +1243,56 @@ impl Worker {
             let topic = shared.out_topic(*t);
             marks[i] = reader.last(topic, p, provenance_of)?.flatten();
         }
-        let mut fold = FoldWorker::new(p, Partition::new(shared.model.clone()), marks);
-        fold.format = shared.out_format;
         let topic = &shared.cfg.kafka.topics.sequenced;
         let (low, high) = reader.watermarks(topic, p)?;
-        if low > 0 {
+        let mut fold = None;
+        let mut last_cursor = String::new();
+        if let Some(store) = &shared.snapshots {
+            for name in store.list(p).unwrap_or_else(|e| {
+                warn!(partition = p, error = %e, "cannot list snapshots; rebuilding from the log");
+                Vec::new()
+            }) {
+                let loaded = store
+                    .get(p, &name)
+                    .and_then(|b| snapshot::decode(&b, shared.model.clone()));
+                match loaded {
+                    Ok((meta, part))
+                        if meta.partition == p
+                            && meta.next_offset >= low
+                            && meta.next_offset <= high
+                            && self.cursor_at(&reader, meta.next_offset - 1, low)? == meta.cursor =>
+                    {
+                        info!(partition = p, snapshot = %name, next_offset = meta.next_offset, accounts = meta.accounts, "restored from snapshot; replaying the log's tail");
+                        fold = Some(FoldWorker::resume_at(p, part, marks, meta.next_offset));
+                        last_cursor = meta.cursor;
+                        break;
+                    }
+                    Ok((meta, _)) => warn!(
+                        partition = p, snapshot = %name, next_offset = meta.next_offset, log_start = low, log_end = high,
+                        "snapshot does not match {topic}[{p}] (another cluster's log, or history deleted by retention); trying an older one"
+                    ),
+                    Err(e) => warn!(partition = p, snapshot = %name, error = %e, "unusable snapshot; trying an older one"),
+                }
+            }
+        }
+        let mut fold = fold.unwrap_or_else(|| FoldWorker::new(p, Partition::new(shared.model.clone()), marks));
+        fold.format = shared.out_format;
+        let low = fold.next_offset().unwrap_or(low);
+        if low == 0 || fold.next_offset().is_some() {
+            // From the start of the log, or from a snapshot.
+        } else {
             warn!(
                 partition = p,
                 log_start = low,
-                "{topic}[{p}] starts at offset {low}: older history was deleted by retention; the fold is rebuilt from what remains"
+                "{topic}[{p}] starts at offset {low}: older history was deleted by retention and no snapshot covers it; the fold is rebuilt from what remains"
             );
         }
         let mut outputs = Vec::new();
         reader.read(topic, p, low, high, |m| {
             let h = all_headers(m);
-            let (entry, _) = Sequenced::parse(m.key(), m.payload().unwrap_or_default(), &h)
+            let (entry, cursor) = Sequenced::parse(m.key(), m.payload().unwrap_or_default(), &h)
                 .map_err(|e| self.err(format!("{topic}[{p}]@{}: {e}", m.offset())))?;
+            last_cursor = cursor.unwrap_or_default();
             fold.on_record(m.offset(), &entry, &mut outputs)
                 .map_err(|e| self.err(e.to_string()))?;
             for o in outputs.drain(..) {
@@ -1178,6 +1307,6 @@ impl Worker {
                 "replayed the sequenced log"
             );
         }
-        Ok(fold)
+        Ok((fold, last_cursor))
     }
 }

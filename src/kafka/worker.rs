@@ -396,6 +396,19 @@ impl FoldWorker {
         }
     }
 
+    /// A worker continuing from a snapshot of its state taken before
+    /// sequenced offset `next_offset`.
+    pub fn resume_at(
+        partition: u32,
+        part: Partition,
+        published: [Option<(i64, u32)>; 4],
+        next_offset: i64,
+    ) -> Self {
+        let mut w = FoldWorker::new(partition, part, published);
+        w.next_offset = Some(next_offset);
+        w
+    }
+
     /// The next sequenced offset this worker expects.
     pub fn next_offset(&self) -> Option<i64> {
         self.next_offset

@@ -45,6 +45,11 @@ pub fn config(brokers: &str, group: &str) -> Config {
     c.kafka.group_id = group.to_string();
     c.sequencer.tick_every_ms = 200;
     c.sequencer.max_wait_ms = 100;
+    c.snapshot.dir = std::env::temp_dir()
+        .join(format!("vitals-test-snapshots-{group}-{}", std::process::id()))
+        .display()
+        .to_string();
+    let _ = std::fs::remove_dir_all(&c.snapshot.dir);
     c
 }
 

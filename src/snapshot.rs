@@ -1,0 +1,295 @@
+//! Per-partition snapshots (DESIGN.md, "Durability"): a consistent cut of
+//! one partition's fold — every account, timers (derived from accounts),
+//! dedup memory, alert state, watermark, statistics — at a sequenced
+//! offset, so recovery loads it and replays only the tail of
+//! `vitals.sequenced` after it.
+//!
+//! File layout (little endian), written atomically (temp file, fsync,
+//! rename, fsync of the directory):
+//!
+//! ```text
+//! magic "VITALSNP" | version u32 | partition u32 | next_offset i64
+//! | created_ms i64 | accounts u64 | watermark i64 (i64::MIN: none)
+//! | cursor_len u32 | cursor (UTF-8, the sequencer's cursor then)
+//! | model_len u32 | model id (UTF-8)
+//! | state_len u64 | state (prost `PartitionState`, proto/vitals/v1/state.proto)
+//! | checksum u64 (xxh3-64 of every byte before it)
+//! ```
+//!
+//! Format evolution: a file whose `version` is not [`VERSION`], or whose
+//! state format or model id differs from this build's, is *rejected with a
+//! message* and recovery falls back to an older snapshot, then to a full
+//! replay of the log — never to empty state. The log is the source of
+//! truth; a snapshot is only a shortcut, so rejecting one costs time, not
+//! correctness.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::state;
+use crate::core::{Model, Partition, Ts};
+
+/// Snapshot file format version.
+pub const VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"VITALSNP";
+
+/// Why a snapshot could not be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a Vitals snapshot (bad magic)")]
+    Magic,
+    #[error("truncated snapshot ({0})")]
+    Truncated(&'static str),
+    #[error("checksum mismatch: the file is corrupt")]
+    Checksum,
+    #[error("snapshot format version {found} is not supported (this build reads {VERSION}); the partition is rebuilt from the log")]
+    Version { found: u32 },
+    #[error("snapshot was folded with model {found}, the config now gives {expected}; the partition is rebuilt from the log")]
+    Model { found: String, expected: String },
+    #[error("snapshot state: {0}")]
+    State(#[from] state::StateError),
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, SnapshotError> {
+    r.map_err(|source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// What a snapshot says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    pub version: u32,
+    pub partition: u32,
+    /// The next `vitals.sequenced` offset to fold after loading it.
+    pub next_offset: i64,
+    pub created_ms: i64,
+    pub accounts: u64,
+    pub watermark: Option<Ts>,
+    /// The sequencer's cursor (input positions) when it was taken.
+    pub cursor: String,
+    pub model: String,
+}
+
+/// Encodes a snapshot of `part` at `next_offset`.
+pub fn encode(part: &Partition, partition: u32, next_offset: i64, cursor: &str, created_ms: i64) -> Vec<u8> {
+    let st = state::encode(part);
+    let model = part.model.id.as_bytes();
+    let mut b = Vec::with_capacity(st.len() + 128 + cursor.len());
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&partition.to_le_bytes());
+    b.extend_from_slice(&next_offset.to_le_bytes());
+    b.extend_from_slice(&created_ms.to_le_bytes());
+    b.extend_from_slice(&(part.accounts.len() as u64).to_le_bytes());
+    let wm = if part.max_time == Ts::MIN {
+        Ts::MIN
+    } else {
+        part.watermark()
+    };
+    b.extend_from_slice(&wm.to_le_bytes());
+    b.extend_from_slice(&(cursor.len() as u32).to_le_bytes());
+    b.extend_from_slice(cursor.as_bytes());
+    b.extend_from_slice(&(model.len() as u32).to_le_bytes());
+    b.extend_from_slice(model);
+    b.extend_from_slice(&(st.len() as u64).to_le_bytes());
+    b.extend_from_slice(&st);
+    let sum = xxhash_rust::xxh3::xxh3_64(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    b
+}
+
+struct Rd<'a>(&'a [u8]);
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SnapshotError> {
+        if self.0.len() < n {
+            return Err(SnapshotError::Truncated(what));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn i64(&mut self, what: &'static str) -> Result<i64, SnapshotError> {
+        Ok(self.u64(what)? as i64)
+    }
+    fn str(&mut self, what: &'static str) -> Result<String, SnapshotError> {
+        let n = self.u32(what)? as usize;
+        Ok(String::from_utf8_lossy(self.take(n, what)?).into_owned())
+    }
+}
+
+/// Checks magic, checksum and version; returns the metadata and the state
+/// bytes.
+pub fn parse(bytes: &[u8]) -> Result<(Meta, &[u8]), SnapshotError> {
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    let mut s = [0u8; 8];
+    s.copy_from_slice(sum);
+    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(s) {
+        return Err(SnapshotError::Checksum);
+    }
+    let mut r = Rd(&body[8..]);
+    let version = r.u32("version")?;
+    if version != VERSION {
+        return Err(SnapshotError::Version { found: version });
+    }
+    let partition = r.u32("partition")?;
+    let next_offset = r.i64("next_offset")?;
+    let created_ms = r.i64("created_ms")?;
+    let accounts = r.u64("accounts")?;
+    let wm = r.i64("watermark")?;
+    let cursor = r.str("cursor")?;
+    let model = r.str("model")?;
+    let n = r.u64("state_len")? as usize;
+    let st = r.take(n, "state")?;
+    Ok((
+        Meta {
+            version,
+            partition,
+            next_offset,
+            created_ms,
+            accounts,
+            watermark: (wm != Ts::MIN).then_some(wm),
+            cursor,
+            model,
+        },
+        st,
+    ))
+}
+
+/// Decodes a snapshot into the partition state to fold on with `model`.
+pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<(Meta, Partition), SnapshotError> {
+    let (meta, st) = parse(bytes)?;
+    if meta.model != *model.id {
+        return Err(SnapshotError::Model {
+            found: meta.model,
+            expected: model.id.to_string(),
+        });
+    }
+    let part = state::decode(st, model)?;
+    Ok((meta, part))
+}
+
+/// Where snapshots live. One small interface so a Kafka-topic store can sit
+/// beside the directory store.
+pub trait SnapshotStore: Send + Sync {
+    /// Stores a snapshot of `partition` taken at `next_offset`.
+    fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError>;
+    /// The partition's snapshots, newest (highest offset) first.
+    fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError>;
+    fn get(&self, partition: u32, name: &str) -> Result<Vec<u8>, SnapshotError>;
+    /// Deletes all but the newest `keep`.
+    fn retain(&self, partition: u32, keep: usize) -> Result<(), SnapshotError>;
+}
+
+/// Snapshots as files: `DIR/p<partition>/<next_offset, 20 digits>.snap`.
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirStore { dir: dir.into() }
+    }
+
+    fn part_dir(&self, partition: u32) -> PathBuf {
+        self.dir.join(format!("p{partition}"))
+    }
+}
+
+impl SnapshotStore for DirStore {
+    fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError> {
+        let d = self.part_dir(partition);
+        io(&d, fs::create_dir_all(&d))?;
+        let name = format!("{next_offset:020}.snap");
+        let tmp = d.join(format!(".{name}.tmp"));
+        let mut f = io(&tmp, File::create(&tmp))?;
+        io(&tmp, f.write_all(bytes))?;
+        io(&tmp, f.sync_all())?;
+        drop(f);
+        let path = d.join(&name);
+        io(&path, fs::rename(&tmp, &path))?;
+        // The rename itself is durable once the directory is synced.
+        io(&d, File::open(&d).and_then(|f| f.sync_all()))?;
+        Ok(name)
+    }
+
+    fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError> {
+        let d = self.part_dir(partition);
+        let rd = match fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return io(&d, Err(e)),
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".snap") && !n.starts_with('.'))
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(names)
+    }
+
+    fn get(&self, partition: u32, name: &str) -> Result<Vec<u8>, SnapshotError> {
+        let p = self.part_dir(partition).join(name);
+        io(&p, fs::read(&p))
+    }
+
+    fn retain(&self, partition: u32, keep: usize) -> Result<(), SnapshotError> {
+        for name in self.list(partition)?.into_iter().skip(keep.max(1)) {
+            let p = self.part_dir(partition).join(name);
+            io(&p, fs::remove_file(&p))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `vitals snapshot inspect` prints.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub path: String,
+    pub size_bytes: u64,
+    pub checksum_ok: bool,
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub meta: Option<Meta>,
+}
+
+/// Reads a snapshot file's metadata and checks it.
+pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
+    let bytes = io(path, fs::read(path))?;
+    let (meta, error) = match parse(&bytes) {
+        Ok((m, _)) => (Some(m), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(Inspection {
+        path: path.display().to_string(),
+        size_bytes: bytes.len() as u64,
+        checksum_ok: !matches!(error.as_deref(), Some(e) if e.starts_with("checksum")),
+        error,
+        meta,
+    })
+}
