@@ -355,7 +355,9 @@ impl Config {
             p.push("snapshot.keep: must be at least 1".into());
         }
         if self.snapshot.interval_secs == 0 && self.snapshot.every_records == 0 {
-            p.push("snapshot.interval_secs and snapshot.every_records: one must be positive".into());
+            p.push(
+                "snapshot.interval_secs and snapshot.every_records: one must be positive".into(),
+            );
         }
         if self.sequencer.tick_every_ms == 0 {
             p.push("sequencer.tick_every_ms: must be at least 1".into());

@@ -82,7 +82,13 @@ pub struct Meta {
 }
 
 /// Encodes a snapshot of `part` at `next_offset`.
-pub fn encode(part: &Partition, partition: u32, next_offset: i64, cursor: &str, created_ms: i64) -> Vec<u8> {
+pub fn encode(
+    part: &Partition,
+    partition: u32,
+    next_offset: i64,
+    cursor: &str,
+    created_ms: i64,
+) -> Vec<u8> {
     let st = state::encode(part);
     let model = part.model.id.as_bytes();
     let mut b = Vec::with_capacity(st.len() + 128 + cursor.len());

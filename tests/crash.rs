@@ -78,7 +78,7 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"crash-test\"\n\
          [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
          [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
-         [snapshot]\ndir = \"{}\"\ninterval_secs = 1\n\
+         [snapshot]\ndir = \"{}\"\ninterval_secs = 1\nevery_records = 500\n\
          [http]\nlisten = \"127.0.0.1:0\"",
         dir.path().join("snapshots").display()
     )
@@ -121,6 +121,25 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         run.0.kill().expect("SIGKILL");
         run.0.wait().unwrap();
         kills.push(wm.total(&["vitals.sequenced"], P));
+        if fraction > 0.5 {
+            // Corrupt partition 0's newest snapshot: it must be detected
+            // and an older one (or the log) used instead.
+            let d = dir.path().join("snapshots").join("p0");
+            let mut files: Vec<_> = std::fs::read_dir(&d)
+                .unwrap_or_else(|e| {
+                    let t = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("snapshots of partition 0: {e}\n{t}")
+                })
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+                .collect();
+            files.sort();
+            let newest = files.last().expect("a snapshot of partition 0");
+            let mut bytes = std::fs::read(newest).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            std::fs::write(newest, bytes).unwrap();
+        }
         run = start_run(&config, &log);
     }
     assert!(sim.0.wait().unwrap().success(), "simulate failed");

@@ -368,9 +368,10 @@ pub fn run(
         } else {
             OutFormat::Json
         },
-        snapshots: cfg.snapshot.enabled.then(|| {
-            Arc::new(DirStore::new(&cfg.snapshot.dir)) as Arc<dyn SnapshotStore>
-        }),
+        snapshots: cfg
+            .snapshot
+            .enabled
+            .then(|| Arc::new(DirStore::new(&cfg.snapshot.dir)) as Arc<dyn SnapshotStore>),
         cfg: cfg.clone(),
     });
     let ctx = Ctx {
@@ -1184,7 +1185,13 @@ impl Worker {
     /// Writes a snapshot of the fold (state at `fold.next_offset()`):
     /// encoded here (the partition's only stall), stored on a background
     /// thread unless `wait`.
-    fn snapshot(&self, fold: &FoldWorker, cursor: &str, wait: bool, writer: &mut Option<JoinHandle<()>>) {
+    fn snapshot(
+        &self,
+        fold: &FoldWorker,
+        cursor: &str,
+        wait: bool,
+        writer: &mut Option<JoinHandle<()>>,
+    ) {
         let (Some(store), Some(next)) = (self.shared.snapshots.clone(), fold.next_offset()) else {
             return;
         };
@@ -1205,29 +1212,31 @@ impl Worker {
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
         let keep = self.shared.cfg.snapshot.keep as usize;
         let accounts = fold.part.accounts.len();
-        let write = move || {
-            match store.put(p, next, &bytes).and_then(|name| {
-                store.retain(p, keep)?;
-                Ok(name)
-            }) {
-                Ok(name) => {
-                    let took = start.elapsed();
-                    metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
-                    metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string()).set(bytes.len() as f64);
-                    metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
+        let write = move || match store.put(p, next, &bytes).and_then(|name| {
+            store.retain(p, keep)?;
+            Ok(name)
+        }) {
+            Ok(name) => {
+                let took = start.elapsed();
+                metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
+                metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string())
+                    .set(bytes.len() as f64);
+                metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
                         .set(created as f64 / 1000.0);
-                    info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
-                }
-                Err(e) => {
-                    metrics::counter!("vitals_snapshot_failures_total").increment(1);
-                    warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
-                }
+                info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
+            }
+            Err(e) => {
+                metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
             }
         };
         if wait {
             write();
         } else {
-            match std::thread::Builder::new().name(format!("vitals-snap-p{p}")).spawn(write) {
+            match std::thread::Builder::new()
+                .name(format!("vitals-snap-p{p}"))
+                .spawn(write)
+            {
                 Ok(h) => *writer = Some(h),
                 Err(e) => warn!(partition = p, error = %e, "cannot start the snapshot writer"),
             }
@@ -1260,7 +1269,8 @@ impl Worker {
                         if meta.partition == p
                             && meta.next_offset >= low
                             && meta.next_offset <= high
-                            && self.cursor_at(&reader, meta.next_offset - 1, low)? == meta.cursor =>
+                            && self.cursor_at(&reader, meta.next_offset - 1, low)?
+                                == meta.cursor =>
                     {
                         info!(partition = p, snapshot = %name, next_offset = meta.next_offset, accounts = meta.accounts, "restored from snapshot; replaying the log's tail");
                         fold = Some(FoldWorker::resume_at(p, part, marks, meta.next_offset));
@@ -1271,11 +1281,14 @@ impl Worker {
                         partition = p, snapshot = %name, next_offset = meta.next_offset, log_start = low, log_end = high,
                         "snapshot does not match {topic}[{p}] (another cluster's log, or history deleted by retention); trying an older one"
                     ),
-                    Err(e) => warn!(partition = p, snapshot = %name, error = %e, "unusable snapshot; trying an older one"),
+                    Err(e) => {
+                        warn!(partition = p, snapshot = %name, error = %e, "unusable snapshot; trying an older one")
+                    }
                 }
             }
         }
-        let mut fold = fold.unwrap_or_else(|| FoldWorker::new(p, Partition::new(shared.model.clone()), marks));
+        let mut fold =
+            fold.unwrap_or_else(|| FoldWorker::new(p, Partition::new(shared.model.clone()), marks));
         fold.format = shared.out_format;
         let low = fold.next_offset().unwrap_or(low);
         if low == 0 || fold.next_offset().is_some() {

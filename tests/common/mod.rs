@@ -46,7 +46,10 @@ pub fn config(brokers: &str, group: &str) -> Config {
     c.sequencer.tick_every_ms = 200;
     c.sequencer.max_wait_ms = 100;
     c.snapshot.dir = std::env::temp_dir()
-        .join(format!("vitals-test-snapshots-{group}-{}", std::process::id()))
+        .join(format!(
+            "vitals-test-snapshots-{group}-{}",
+            std::process::id()
+        ))
         .display()
         .to_string();
     let _ = std::fs::remove_dir_all(&c.snapshot.dir);

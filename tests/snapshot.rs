@@ -1,0 +1,145 @@
+//! Snapshot files: exact round trip of the fold's state, metadata,
+//! corruption and old-format detection, the directory store, and
+//! `vitals snapshot inspect`.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use vitals::core::{Model, ModelConfig, Partition};
+use vitals::simulate::{generate, SimOptions};
+use vitals::snapshot::{self, DirStore, SnapshotError, SnapshotStore, VERSION};
+
+fn folded() -> Partition {
+    let mut p = Partition::new(Arc::new(Model::new(ModelConfig::default())));
+    let mut out = Vec::new();
+    for ev in generate(&SimOptions {
+        accounts: 40,
+        days: 60,
+        seed: 8,
+        ..Default::default()
+    }) {
+        p.apply(&ev, &mut out);
+    }
+    p
+}
+
+#[test]
+fn round_trip_is_exact_and_metadata_is_kept() {
+    let p = folded();
+    let bytes = snapshot::encode(&p, 3, 12_345, "1,2,3,4,-1;99;", 1_700_000_000_000);
+    let (meta, back) = snapshot::decode(&bytes, p.model.clone()).expect("decodes");
+    assert_eq!(back, p);
+    assert_eq!(meta.version, VERSION);
+    assert_eq!(meta.partition, 3);
+    assert_eq!(meta.next_offset, 12_345);
+    assert_eq!(meta.accounts, 40);
+    assert_eq!(meta.watermark, Some(p.watermark()));
+    assert_eq!(meta.cursor, "1,2,3,4,-1;99;");
+    assert_eq!(meta.model, p.model.id.to_string());
+}
+
+#[test]
+fn a_flipped_byte_anywhere_is_detected() {
+    let p = folded();
+    let bytes = snapshot::encode(&p, 0, 10, "", 0);
+    for at in [8, 20, bytes.len() / 2, bytes.len() - 9, bytes.len() - 1] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x01;
+        let err = snapshot::decode(&b, p.model.clone()).expect_err("corrupt");
+        assert!(matches!(err, SnapshotError::Checksum), "byte {at}: {err}");
+    }
+    assert!(matches!(
+        snapshot::decode(&bytes[..bytes.len() - 3], p.model.clone()),
+        Err(SnapshotError::Checksum)
+    ));
+    assert!(matches!(
+        snapshot::decode(b"not a snapshot at all", p.model.clone()),
+        Err(SnapshotError::Magic)
+    ));
+}
+
+/// Rewrites the version field and the checksum, as an older build would
+/// have written the file.
+fn with_version(bytes: &[u8], v: u32) -> Vec<u8> {
+    let mut b = bytes[..bytes.len() - 8].to_vec();
+    b[8..12].copy_from_slice(&v.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    b
+}
+
+#[test]
+fn another_format_version_or_model_is_rejected_with_a_clear_message() {
+    let p = folded();
+    let bytes = snapshot::encode(&p, 0, 10, "", 0);
+    let err = snapshot::decode(&with_version(&bytes, 0), p.model.clone()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Version { found: 0 }));
+    assert!(err.to_string().contains("rebuilt from the log"), "{err}");
+    let mut other = ModelConfig::default();
+    other.version = "other".into();
+    let err = snapshot::decode(&bytes, Arc::new(Model::new(other))).unwrap_err();
+    assert!(matches!(err, SnapshotError::Model { .. }), "{err}");
+}
+
+#[test]
+fn directory_store_keeps_the_newest_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path());
+    assert!(store.list(1).unwrap().is_empty());
+    for off in [5i64, 50, 500, 7] {
+        store.put(1, off, format!("s{off}").as_bytes()).unwrap();
+    }
+    assert_eq!(
+        store.list(1).unwrap(),
+        vec![
+            format!("{:020}.snap", 500),
+            format!("{:020}.snap", 50),
+            format!("{:020}.snap", 7),
+            format!("{:020}.snap", 5)
+        ]
+    );
+    store.retain(1, 2).unwrap();
+    let left = store.list(1).unwrap();
+    assert_eq!(left.len(), 2);
+    assert_eq!(store.get(1, &left[0]).unwrap(), b"s500");
+    // Nothing half-written is ever listed.
+    assert!(std::fs::read_dir(dir.path().join("p1")).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+#[test]
+fn inspect_prints_metadata_and_flags_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = folded();
+    let path = dir.path().join("s.snap");
+    std::fs::write(&path, snapshot::encode(&p, 2, 77, "0;;", 5)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["snapshot", "inspect"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partition"], 2);
+    assert_eq!(v["next_offset"], 77);
+    assert_eq!(v["accounts"], 40);
+    assert_eq!(v["version"], VERSION);
+    assert_eq!(v["checksum_ok"], true);
+    assert_eq!(v["size_bytes"], std::fs::metadata(&path).unwrap().len());
+    let mut b = std::fs::read(&path).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&path, b).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["snapshot", "inspect"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["checksum_ok"], false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+}
