@@ -75,8 +75,10 @@ fn another_format_version_or_model_is_rejected_with_a_clear_message() {
     let err = snapshot::decode(&with_version(&bytes, 0), p.model.clone()).unwrap_err();
     assert!(matches!(err, SnapshotError::Version { found: 0 }));
     assert!(err.to_string().contains("rebuilt from the log"), "{err}");
-    let mut other = ModelConfig::default();
-    other.version = "other".into();
+    let other = ModelConfig {
+        version: "other".into(),
+        ..Default::default()
+    };
     let err = snapshot::decode(&bytes, Arc::new(Model::new(other))).unwrap_err();
     assert!(matches!(err, SnapshotError::Model { .. }), "{err}");
 }
