@@ -123,3 +123,104 @@ pub fn memory(accounts: u32, days: u32, seed: u64) -> MemoryReport {
         elapsed_secs: start.elapsed().as_secs_f64(),
     }
 }
+
+/// `vitals bench snapshot`: one partition's snapshot at `accounts`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotReport {
+    pub accounts: u64,
+    pub days: u32,
+    pub events: u64,
+    /// Folding the whole log from nothing (what recovery costs without a
+    /// snapshot).
+    pub full_replay_secs: f64,
+    /// Encoding the state on the partition's thread: the partition stalls
+    /// this long.
+    pub stall_secs: f64,
+    /// Writing the file (temp file, fsync, rename), off the partition's
+    /// thread.
+    pub write_secs: f64,
+    pub size_bytes: u64,
+    /// Reading, checking and decoding the newest snapshot.
+    pub load_secs: f64,
+    /// Folding the tail after the snapshot (`tail_days` of events).
+    pub tail_events: u64,
+    pub tail_secs: f64,
+    pub restore_secs: f64,
+}
+
+/// Folds `accounts` accounts over `days` days, snapshots the state before
+/// the last `tail_days`, and measures stall, write, load and tail replay
+/// against a full replay.
+pub fn snapshot(
+    accounts: u32,
+    days: u32,
+    tail_days: u32,
+    seed: u64,
+    dir: &std::path::Path,
+) -> Result<SnapshotReport, crate::snapshot::SnapshotError> {
+    use crate::snapshot::{DirStore, SnapshotStore};
+    let o = SimOptions {
+        accounts,
+        days,
+        seed,
+        ..Default::default()
+    };
+    let cfg = ModelConfig {
+        allowed_lateness_secs: 86_400,
+        ..ModelConfig::default()
+    };
+    let model = Arc::new(Model::new(cfg));
+    // The log, day by day.
+    let mut sim = Simulation::new(&o);
+    let mut head = Vec::new();
+    let mut tail = Vec::new();
+    for day in 0..days {
+        for i in 0..sim.accounts() {
+            let to = if day + tail_days >= days {
+                &mut tail
+            } else {
+                &mut head
+            };
+            sim.account_day(i, day, to);
+        }
+    }
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let mut part = Partition::new(model.clone());
+    for e in &head {
+        part.apply(e, &mut out);
+        out.clear();
+    }
+    let head_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let bytes = crate::snapshot::encode(&part, 0, head.len() as i64, "", 0);
+    let stall_secs = t.elapsed().as_secs_f64();
+    let store = DirStore::new(dir);
+    let t = Instant::now();
+    let name = store.put(0, head.len() as i64, &bytes)?;
+    let write_secs = t.elapsed().as_secs_f64();
+    drop(part);
+    let t = Instant::now();
+    let loaded = store.get(0, &name)?;
+    let (_, mut restored) = crate::snapshot::decode(&loaded, model.clone())?;
+    let load_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for e in &tail {
+        restored.apply(e, &mut out);
+        out.clear();
+    }
+    let tail_secs = t.elapsed().as_secs_f64();
+    Ok(SnapshotReport {
+        accounts: restored.accounts.len() as u64,
+        days,
+        events: (head.len() + tail.len()) as u64,
+        full_replay_secs: head_secs + tail_secs,
+        stall_secs,
+        write_secs,
+        size_bytes: bytes.len() as u64,
+        load_secs,
+        tail_events: tail.len() as u64,
+        tail_secs,
+        restore_secs: load_secs + tail_secs,
+    })
+}

@@ -159,6 +159,21 @@ enum SnapshotCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Snapshot write/size/load and tail replay vs full replay, one partition.
+    Snapshot {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Days of events after the snapshot (the tail to replay).
+        #[arg(long, default_value_t = 1)]
+        tail_days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write the snapshot (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Simulated events through the embedded broker and the whole service:
     /// events/s, then event-to-alert latency at half that rate.
     E2e {
@@ -413,6 +428,18 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 window,
             })?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Cmd::Bench(BenchCmd::Snapshot {
+            accounts,
+            days,
+            tail_days,
+            seed,
+            dir,
+        }) => {
+            let tmp = tempfile::tempdir()?;
+            let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let r = vitals::bench::snapshot(accounts, days, tail_days, seed, &dir)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Bench(BenchCmd::Memory {
