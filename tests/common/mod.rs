@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use std::time::Instant;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -297,4 +299,123 @@ pub fn all_sequenced(brokers: &str, partitions: i32) -> bool {
             c.positions.get(i).copied().unwrap_or(-1) + 1 >= high_watermark(brokers, t, p)
         })
     })
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn vitals() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vitals"))
+}
+
+pub fn start_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        vitals()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn vitals run"),
+    )
+}
+
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `vitals broker` with `partitions` and returns it with its address.
+pub fn start_broker(partitions: i32) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut broker = vitals()
+        .args(["broker", "--partitions", &partitions.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vitals broker");
+    let mut line = String::new();
+    std::io::BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(broker), line.trim().to_string())
+}
+
+/// A config file for `vitals run` processes on `addr` (fast group
+/// failure detection, frequent snapshots in `dir/snapshots`).
+pub fn write_config(dir: &Path, addr: &str, group: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    let config = dir.join("vitals.toml");
+    let mut f = std::fs::File::create(&config).unwrap();
+    writeln!(
+        f,
+        "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{group}\"\n\
+         [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
+         [snapshot]\ndir = \"{}\"\ninterval_secs = 1\nevery_records = 500\n\
+         [http]\nlisten = \"127.0.0.1:0\"",
+        dir.join("snapshots").display()
+    )
+    .unwrap();
+    config
+}
+
+/// Checks, per partition, that every input record was sequenced exactly
+/// once and that every output topic equals the replay of the log.
+/// Returns (input records, output records).
+pub fn assert_exactly_once(addr: &str, partitions: i32, dir: &Path) -> (usize, usize) {
+    let inputs = ["usage", "tickets", "payments", "surveys"];
+    let mut input_records = 0;
+    let mut outputs = 0;
+    for p in 0..partitions {
+        let seq = read_all(addr, "vitals.sequenced", p);
+        let mut src: Vec<(String, i64)> = seq
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.header("vitals.source.topic")?,
+                    r.header("vitals.source.offset")?.parse().ok()?,
+                ))
+            })
+            .collect();
+        let n = src.len();
+        src.sort();
+        src.dedup();
+        assert_eq!(src.len(), n, "a record sequenced twice on partition {p}");
+        let expected: i64 = inputs
+            .iter()
+            .map(|t| high_watermark(addr, t, p))
+            .sum::<i64>()
+            + high_watermark(addr, "vitals.repartition", p);
+        assert_eq!(
+            n as i64, expected,
+            "every input record of partition {p} sequenced"
+        );
+        input_records += n;
+        let r = replay(dir, p, &seq);
+        let health = read_all(addr, "vitals.health", p);
+        assert_eq!(texts(&health), r.health_log, "vitals.health[{p}]");
+        let at_risk = read_all(addr, "vitals.alerts.at-risk", p);
+        assert_eq!(texts(&at_risk), r.at_risk, "vitals.alerts.at-risk[{p}]");
+        let upsell = read_all(addr, "vitals.alerts.upsell", p);
+        assert_eq!(texts(&upsell), r.upsell, "vitals.alerts.upsell[{p}]");
+        outputs += health.len() + at_risk.len() + upsell.len();
+    }
+    (input_records, outputs)
 }
