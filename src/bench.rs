@@ -133,9 +133,12 @@ pub struct SnapshotReport {
     /// Folding the whole log from nothing (what recovery costs without a
     /// snapshot).
     pub full_replay_secs: f64,
-    /// Encoding the state on the partition's thread: the partition stalls
-    /// this long.
+    /// Copying the state on the partition's thread (the service then
+    /// encodes and writes the copy on another thread): the partition
+    /// stalls this long.
     pub stall_secs: f64,
+    /// Encoding the copy (off the partition's thread).
+    pub encode_secs: f64,
     /// Writing the file (temp file, fsync, rename), off the partition's
     /// thread.
     pub write_secs: f64,
@@ -197,8 +200,13 @@ pub fn snapshot(
         }
     }
     let t = Instant::now();
-    let bytes = crate::snapshot::encode(&part, 0, head_events as i64, "", 0);
+    let copy = part.clone();
     let stall_secs = t.elapsed().as_secs_f64();
+    drop(part);
+    let t = Instant::now();
+    let bytes = crate::snapshot::encode(&copy, 0, head_events as i64, "", 0);
+    let encode_secs = t.elapsed().as_secs_f64();
+    let part = copy;
     let store = DirStore::new(dir);
     let t = Instant::now();
     let name = store.put(0, head_events as i64, &bytes)?;
@@ -220,6 +228,7 @@ pub fn snapshot(
         events: head_events + tail.len() as u64,
         full_replay_secs: head_secs + tail_secs,
         stall_secs,
+        encode_secs,
         write_secs,
         size_bytes: bytes.len() as u64,
         load_secs,

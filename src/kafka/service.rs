@@ -1207,27 +1207,34 @@ impl Worker {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let bytes = snapshot::encode(&fold.part, p, next, cursor, created);
+        // The partition stalls only for the copy; encoding and writing
+        // happen on the writer thread.
+        let copy = fold.part.clone();
         let stall = start.elapsed();
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
+        let cursor = cursor.to_string();
         let keep = self.shared.cfg.snapshot.keep as usize;
         let accounts = fold.part.accounts.len();
-        let write = move || match store.put(p, next, &bytes).and_then(|name| {
-            store.retain(p, keep)?;
-            Ok(name)
-        }) {
-            Ok(name) => {
-                let took = start.elapsed();
-                metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
-                metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string())
-                    .set(bytes.len() as f64);
-                metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
+        let write = move || {
+            let bytes = snapshot::encode(&copy, p, next, &cursor, created);
+            let stored = store.put(p, next, &bytes).and_then(|name| {
+                store.retain(p, keep)?;
+                Ok(name)
+            });
+            match stored {
+                Ok(name) => {
+                    let took = start.elapsed();
+                    metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
+                    metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string())
+                        .set(bytes.len() as f64);
+                    metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
                         .set(created as f64 / 1000.0);
-                info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
-            }
-            Err(e) => {
-                metrics::counter!("vitals_snapshot_failures_total").increment(1);
-                warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
+                    info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
+                }
+                Err(e) => {
+                    metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                    warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
+                }
             }
         };
         if wait {
