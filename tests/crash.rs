@@ -17,10 +17,15 @@ const INPUTS: [&str; 4] = ["usage", "tickets", "payments", "surveys"];
 
 #[test]
 fn sigkill_mid_stream_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    eprintln!("test directory: {}", root.display());
+    if std::env::var_os("VITALS_KEEP_TEST_DIR").is_some() {
+        std::mem::forget(tmp); // keep the logs and snapshots for a look
+    }
     let (_broker, addr) = start_broker(P);
-    let config = write_config(dir.path(), &addr, "crash-test");
-    let log = dir.path().join("run.log");
+    let config = write_config(root.as_path(), &addr, "crash-test");
+    let log = root.as_path().join("run.log");
 
     let sim = vitals()
         .args([
@@ -49,6 +54,7 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     .len() as i64;
     let mut run = start_run(&config, &log);
     let mut kills = Vec::new();
+    let mut corrupted = false;
     for fraction in [0.25, 0.6] {
         // Kill once that much of the stream (published at a steady rate
         // while the service runs) has been sequenced.
@@ -59,23 +65,23 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         run.0.wait().unwrap();
         kills.push(wm.total(&["vitals.sequenced"], P));
         if fraction > 0.5 {
-            // Corrupt partition 0's newest snapshot: it must be detected
-            // and an older one (or the log) used instead.
-            let d = dir.path().join("snapshots").join("p0");
-            let mut files: Vec<_> = std::fs::read_dir(&d)
-                .unwrap_or_else(|e| {
-                    let t = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!("snapshots of partition 0: {e}\n{t}")
+            // Corrupt the newest snapshot of a partition: it must be
+            // detected and an older one (or the log) used instead.
+            let mut files: Vec<_> = (0..P)
+                .filter_map(|p| {
+                    std::fs::read_dir(root.join("snapshots").join(format!("p{p}"))).ok()
                 })
-                .map(|e| e.unwrap().path())
+                .flat_map(|d| d.map(|e| e.unwrap().path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "snap"))
                 .collect();
-            files.sort();
-            let newest = files.last().expect("a snapshot of partition 0");
-            let mut bytes = std::fs::read(newest).unwrap();
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0x40;
-            std::fs::write(newest, bytes).unwrap();
+            files.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+            if let Some(newest) = files.last() {
+                let mut bytes = std::fs::read(newest).unwrap();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x40;
+                std::fs::write(newest, bytes).unwrap();
+                corrupted = true;
+            }
         }
         run = start_run(&config, &log);
     }
@@ -104,7 +110,7 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         "vitals run exits 0 on SIGTERM: {exit:?}\n{text}"
     );
 
-    let (input_records, outputs) = assert_exactly_once(&addr, P, dir.path());
+    let (input_records, outputs) = assert_exactly_once(&addr, P, root.as_path());
     assert!(input_records > 20_000, "{input_records}");
     assert!(outputs > 300, "{outputs}");
     assert_eq!(

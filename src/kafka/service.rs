@@ -279,6 +279,7 @@ impl Ctx {
                 consumer: consumer.clone(),
                 stop: stop.clone(),
                 txn: None,
+                last_sent: Default::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vitals-p{p}"))
@@ -803,6 +804,8 @@ struct Worker {
     /// (`transactional.id` = `<group>-p<partition>`, so a zombie owner of
     /// the partition is fenced).
     txn: Option<FutureProducer>,
+    /// The last output sent to each (topic, partition), not yet awaited.
+    last_sent: std::cell::RefCell<HashMap<(OutTopic, u32), DeliveryFuture>>,
 }
 
 /// An appended record awaiting its offset.
@@ -1136,8 +1139,12 @@ impl Worker {
             fr = fr.key(k);
         }
         // Delivery is not awaited per record: the idempotent producer
-        // keeps order, and the tails tell a successor what arrived.
-        drop(self.send(fr)?);
+        // keeps order, and the tails tell a successor what arrived. The
+        // last delivery per output partition is kept: a snapshot is written
+        // only once everything before it was delivered (its successor will
+        // not derive those outputs again).
+        let d = self.send(fr)?;
+        self.last_sent.borrow_mut().insert((o.topic, partition), d);
         Ok(())
     }
 
@@ -1213,9 +1220,26 @@ impl Worker {
         let stall = start.elapsed();
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
         let cursor = cursor.to_string();
+        let outputs_before: Vec<DeliveryFuture> = self
+            .last_sent
+            .borrow_mut()
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
         let keep = self.shared.cfg.snapshot.keep as usize;
         let accounts = fold.part.accounts.len();
         let write = move || {
+            // Every output derived before `next` must be delivered first:
+            // the snapshot's successor will not derive them again.
+            for d in outputs_before {
+                if !matches!(futures::executor::block_on(d), Ok(Ok(_))) {
+                    warn!(
+                        partition = p,
+                        "an output before the snapshot was not delivered; snapshot skipped"
+                    );
+                    return;
+                }
+            }
             let bytes = snapshot::encode(&copy, p, next, &cursor, created);
             let stored = store.put(p, next, &bytes).and_then(|name| {
                 store.retain(p, keep)?;
