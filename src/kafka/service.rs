@@ -252,6 +252,19 @@ impl Ctx {
                 .and_then(|i| cursors.get(&(p as u32)).and_then(|c| c.positions.get(i)))
                 .copied()
                 .unwrap_or(-1);
+            // Records deleted by retention before they were sequenced are
+            // lost to Vitals: say so loudly (DESIGN.md, the mock's 5 MiB).
+            if let Ok((low, _)) = reader.watermarks(&topic, p as u32) {
+                if pos + 1 < low {
+                    error!(
+                        topic = %topic, partition = p, next = pos + 1, log_start = low,
+                        lost = low - (pos + 1),
+                        "records were deleted by retention before Vitals sequenced them; they are lost (raise the topic's retention)"
+                    );
+                    metrics::counter!("vitals_records_lost_to_retention_total")
+                        .increment((low - (pos + 1)) as u64);
+                }
+            }
             let off = if pos >= 0 {
                 Offset::Offset(pos + 1)
             } else {
