@@ -122,4 +122,12 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         text.matches("partition restored").count() > P as usize,
         "{text}"
     );
+    // Restarts loaded snapshots and replayed only the log's tail.
+    assert!(text.contains("restored from snapshot"), "{text}");
+    if corrupted {
+        assert!(
+            text.contains("checksum mismatch"),
+            "the corrupt snapshot was detected:\n{text}"
+        );
+    }
 }
