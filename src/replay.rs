@@ -8,7 +8,13 @@
 //! - `alerts.jsonl` — every alert, in log order;
 //! - `rejected.jsonl` — invalid lines: line number, reason, original text
 //!   (and the exact bytes in base64 when the line is not UTF-8);
-//! - `summary.json` — counts.
+//! - `summary.json` — counts;
+//! - `portfolio.json` — portfolio analytics as of the end of the log,
+//!   overall and by segment, with the per-month table
+//!   ([`crate::core::portfolio::PortfolioReport`]);
+//! - `interventions.json` — the effect of each CS touchpoint kind on score
+//!   and churn against matched accounts
+//!   ([`crate::core::interventions::InterventionReport`]).
 //!
 //! Time does not advance past the last event: timers fire only as far as
 //! the log's own watermark takes them, exactly as in the live service.
@@ -267,10 +273,20 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     summary.invalid = invalid;
     summary.events = summary.applied + summary.late + summary.duplicate + invalid;
     summary.elapsed_secs = start.elapsed().as_secs_f64();
-    let sp = opts.out.join("summary.json");
-    let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
-    io(&sp, std::fs::write(&sp, text + "\n"))?;
+    write_json(&opts.out.join("summary.json"), &summary)?;
+    write_json(&opts.out.join("portfolio.json"), &part.portfolio_report())?;
+    write_json(
+        &opts.out.join("interventions.json"),
+        &part.interventions_report(),
+    )?;
     Ok(summary)
+}
+
+/// Writes a value as pretty JSON with a final newline.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ReplayError> {
+    // Plain data (no maps with non-string keys): serializing cannot fail.
+    let text = serde_json::to_string_pretty(value).expect("report serializes");
+    io(path, std::fs::write(path, text + "\n"))
 }
 
 /// A clock-tick line: `{"tick":"<RFC 3339>"}`.

@@ -12,12 +12,19 @@ use crate::core::account::{
     Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, SCORE_DAYS, WEEKS,
 };
 use crate::core::event::{Band, Priority};
-use crate::core::partition::{Dedup, Labels, Model, Partition, Stats};
+use crate::core::interventions::{
+    Arm, HorizonOutcome, InterventionOutcomes, Interventions, KindOutcome, Observation,
+};
+use crate::core::partition::{Dedup, Labels, Model, Partition, PortfolioMonths, Stats};
+use crate::core::portfolio::MonthFlows;
 
 use super::pb;
 
-/// Current state format version.
-pub const FORMAT: u32 = 1;
+/// Current state format version. 2 added the portfolio's monthly flows
+/// and the intervention observations: a format-1 snapshot lacks that
+/// history, so it is refused (and the partition restored from an older
+/// snapshot or replayed) rather than restored with silently empty analytics.
+pub const FORMAT: u32 = 2;
 
 /// Why a state record could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +175,10 @@ fn account_to(a: &Account) -> pb::AccountState {
         has_surveys: a.surveys.is_some(),
         at_risk_pending: a.alert.at_risk_pending,
         upsell_pending: a.alert.upsell_pending,
+        last_csat_score: sv.last_csat.map(|n| n.0.into()),
+        last_csat_day: sv.last_csat.map_or(0, |n| n.1),
+        last_ces_score: sv.last_ces.map(|n| n.0.into()),
+        last_ces_day: sv.last_ces.map_or(0, |n| n.1),
     }
 }
 
@@ -337,7 +348,15 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
                     None => None,
                 },
                 csat: undec(s.csat),
+                last_csat: match s.last_csat_score {
+                    Some(n) => Some((u8f(n, "last_csat_score")?, s.last_csat_day)),
+                    None => None,
+                },
                 ces: undec(s.ces),
+                last_ces: match s.last_ces_score {
+                    Some(n) => Some((u8f(n, "last_ces_score")?, s.last_ces_day)),
+                    None => None,
+                },
             }))
         } else {
             None
@@ -375,6 +394,7 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
 /// Encodes a partition's whole state.
 pub fn encode(p: &Partition) -> Vec<u8> {
     let st = &p.stats;
+    let iv = &p.interventions;
     let l = st.limits;
     pb::PartitionState {
         format: FORMAT,
@@ -400,8 +420,122 @@ pub fn encode(p: &Partition) -> Vec<u8> {
             st.at_risk_suppressed_by_cooldown,
             st.rescore_skipped,
         ],
+        portfolio_month: p.portfolio.month,
+        portfolio_months: p
+            .portfolio_months()
+            .rows
+            .into_iter()
+            .map(|(segment, month, f)| pb::PortfolioMonth {
+                segment: segment.into(),
+                month,
+                start_accounts: f.start_accounts,
+                start_mrr_cents: f.start_mrr_cents,
+                new_accounts: f.new_accounts,
+                new_mrr_cents: f.new_mrr_cents,
+                churned_accounts: f.churned_accounts,
+                churned_mrr_cents: f.churned_mrr_cents,
+                expansion_mrr_cents: f.expansion_mrr_cents,
+                contraction_mrr_cents: f.contraction_mrr_cents,
+            })
+            .collect(),
+        touchpoint_kinds: iv.kinds.iter().map(|k| k.to_string()).collect(),
+        pending_30d: iv.pending[0].iter().map(obs_to).collect(),
+        pending_90d: iv.pending[1].iter().map(obs_to).collect(),
+        intervention_kinds: iv
+            .outcomes
+            .kinds
+            .iter()
+            .map(|(k, o)| pb::InterventionKind {
+                kind: k.to_string(),
+                values: kind_values(o),
+            })
+            .collect(),
+        observations_dropped: iv.outcomes.dropped,
+        kinds_ignored: iv.outcomes.kinds_ignored,
     }
     .encode_to_vec()
+}
+
+fn obs_to(o: &Observation) -> pb::Observation {
+    pb::Observation {
+        account: o.account,
+        kind: o.kind.into(),
+        treated: o.treated,
+        weight: o.weight.into(),
+        start: o.start,
+        start_score: o.start_score.into(),
+    }
+}
+
+fn obs_from(o: pb::Observation, accounts: usize, kinds: usize) -> Result<Observation, StateError> {
+    if o.account as usize >= accounts || o.kind as usize >= kinds {
+        return Err(StateError::Malformed("observation"));
+    }
+    Ok(Observation {
+        account: o.account,
+        kind: u16f(o.kind, "observation.kind")?,
+        treated: o.treated,
+        weight: u8f(o.weight, "observation.weight")?,
+        start: o.start,
+        start_score: u8f(o.start_score, "observation.start_score")?,
+    })
+}
+
+/// Values of a kind's results per horizon, in `pb::InterventionKind` order.
+const HORIZON_VALUES: usize = 10;
+const KIND_VALUES: usize = 5 + 2 * HORIZON_VALUES;
+
+fn kind_values(o: &KindOutcome) -> Vec<i64> {
+    let mut v = vec![
+        o.touchpoints as i64,
+        o.skipped as i64,
+        o.unmatched as i64,
+        o.matched as i64,
+        o.controls as i64,
+    ];
+    for h in &o.horizons {
+        for a in [&h.treated, &h.control] {
+            v.extend([
+                a.n as i64,
+                a.weight as i64,
+                a.score_change,
+                a.churned as i64,
+            ]);
+        }
+        v.extend([h.controls_excluded as i64, h.unresolved as i64]);
+    }
+    v
+}
+
+fn kind_from(v: &[i64]) -> Result<KindOutcome, StateError> {
+    if v.len() != KIND_VALUES || v.iter().enumerate().any(|(i, &x)| x < 0 && !is_score(i)) {
+        return Err(StateError::Malformed("intervention_kinds.values"));
+    }
+    // Score-change sums are the only signed values.
+    fn is_score(i: usize) -> bool {
+        i >= 5 && matches!((i - 5) % HORIZON_VALUES, 2 | 6)
+    }
+    let u = |i: usize| v[i] as u64;
+    let arm = |i: usize| Arm {
+        n: u(i),
+        weight: u(i + 1),
+        score_change: v[i + 2],
+        churned: u(i + 3),
+    };
+    let horizon = |b: usize| HorizonOutcome {
+        treated: arm(b),
+        control: arm(b + 4),
+        controls_excluded: u(b + 8),
+        unresolved: u(b + 9),
+    };
+    Ok(KindOutcome {
+        touchpoints: u(0),
+        skipped: u(1),
+        unmatched: u(2),
+        matched: u(3),
+        controls: u(4),
+        horizons: [horizon(5), horizon(5 + HORIZON_VALUES)],
+    })
 }
 
 /// Decodes a partition's state, to be folded on with `model`.
@@ -452,6 +586,49 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         .into_iter()
         .map(account_from)
         .collect::<Result<Vec<_>, _>>()?;
+    let months = PortfolioMonths {
+        month: s.portfolio_month,
+        rows: s
+            .portfolio_months
+            .into_iter()
+            .map(|r| {
+                (
+                    r.segment.into(),
+                    r.month,
+                    MonthFlows {
+                        start_accounts: r.start_accounts,
+                        start_mrr_cents: r.start_mrr_cents,
+                        new_accounts: r.new_accounts,
+                        new_mrr_cents: r.new_mrr_cents,
+                        churned_accounts: r.churned_accounts,
+                        churned_mrr_cents: r.churned_mrr_cents,
+                        expansion_mrr_cents: r.expansion_mrr_cents,
+                        contraction_mrr_cents: r.contraction_mrr_cents,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let kinds: Vec<Box<str>> = s.touchpoint_kinds.into_iter().map(Into::into).collect();
+    let n = accounts.len();
+    let pending = [
+        s.pending_30d
+            .into_iter()
+            .map(|o| obs_from(o, n, kinds.len()))
+            .collect::<Result<_, _>>()?,
+        s.pending_90d
+            .into_iter()
+            .map(|o| obs_from(o, n, kinds.len()))
+            .collect::<Result<_, _>>()?,
+    ];
+    let mut outcomes = InterventionOutcomes {
+        dropped: s.observations_dropped,
+        kinds_ignored: s.kinds_ignored,
+        ..Default::default()
+    };
+    for k in s.intervention_kinds {
+        outcomes.kinds.insert(k.kind.into(), kind_from(&k.values)?);
+    }
     Ok(Partition::from_parts(
         model,
         accounts,
@@ -459,5 +636,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         dedup,
         s.max_time,
         stats,
+        months,
+        Interventions::from_parts(kinds, pending, outcomes),
     ))
 }

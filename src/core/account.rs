@@ -204,9 +204,12 @@ impl Decayed {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Surveys {
     pub nps: Decayed,
+    /// Latest answers `(score, day)`, for the portfolio's survey means.
     pub last_nps: Option<(u8, i32)>,
     pub csat: Decayed,
+    pub last_csat: Option<(u8, i32)>,
     pub ces: Decayed,
+    pub last_ces: Option<(u8, i32)>,
 }
 
 /// Support state beyond the weekly counts (boxed: allocated on the first
@@ -224,7 +227,9 @@ static NO_SURVEYS: Surveys = Surveys {
     nps: Decayed::ZERO,
     last_nps: None,
     csat: Decayed::ZERO,
+    last_csat: None,
     ces: Decayed::ZERO,
+    last_ces: None,
 };
 
 /// An open support ticket.
@@ -362,6 +367,28 @@ impl AlertState {
         if self.score_head == NO_DAY || day >= self.score_head {
             self.score_days[Self::slot(day)] = s;
             self.score_head = day;
+        }
+    }
+
+    /// The newest recorded daily score, if any.
+    pub fn latest_score(&self) -> Option<u8> {
+        if self.score_head == NO_DAY {
+            return None;
+        }
+        match self.score_days[Self::slot(self.score_head)] {
+            NO_SCORE => None,
+            s => Some(s),
+        }
+    }
+
+    /// The score in effect at the end of `day`: the recorded score of that
+    /// day, or the newest one when `day` is after the last recorded day
+    /// (scores carry forward). None before the ring's oldest day.
+    pub fn score_as_of(&self, day: i32) -> Option<u8> {
+        if self.score_head != NO_DAY && day > self.score_head {
+            self.latest_score()
+        } else {
+            self.score_on(day)
         }
     }
 
@@ -836,10 +863,18 @@ impl Account {
                 }
             }
             EventKind::SurveyCsat { score, .. } => {
-                self.surveys_mut().csat.add(day, *score as f64, half_life)
+                let sv = self.surveys_mut();
+                sv.csat.add(day, *score as f64, half_life);
+                if sv.last_csat.is_none_or(|(_, d)| day >= d) {
+                    sv.last_csat = Some((*score, day));
+                }
             }
             EventKind::SurveyCes { score, .. } => {
-                self.surveys_mut().ces.add(day, *score as f64, half_life)
+                let sv = self.surveys_mut();
+                sv.ces.add(day, *score as f64, half_life);
+                if sv.last_ces.is_none_or(|(_, d)| day >= d) {
+                    sv.last_ces = Some((*score, day));
+                }
             }
             EventKind::AccountUpdated { seats_licensed, .. } => {
                 if let Some(s) = labels.segment {

@@ -12,18 +12,26 @@
 //! - [`score`]: factors, components, score, bands, drivers.
 //! - [`partition`]: the fold — accounts, timers, dedup, alert rules.
 //! - [`signal`]: what the fold emits (health records and alerts).
+//! - [`portfolio`]: portfolio analytics (NPS, churn, revenue retention,
+//!   CLV, bands) kept by the fold, by segment, mergeable across partitions.
+//! - [`interventions`]: the effect of CS touchpoints on score and churn
+//!   against matched accounts without one.
 //! - [`config`]: the model's configuration (scorecards, rules, limits).
 
 pub mod account;
 pub mod config;
 pub mod event;
+pub mod interventions;
 pub mod partition;
+pub mod portfolio;
 pub mod score;
 pub mod signal;
 pub mod time;
 
 pub use config::ModelConfig;
 pub use event::{Band, Event, EventKind};
+pub use interventions::{InterventionOutcomes, InterventionReport, Interventions};
 pub use partition::{Model, Outcome, Partition};
+pub use portfolio::{Portfolio, PortfolioReport};
 pub use signal::{Alert, AlertKind, Health, Signal};
 pub use time::Ts;

@@ -4,6 +4,12 @@
 //! clock tick. Pure and deterministic: the same sequence of calls gives the
 //! same signals and state, byte for byte.
 //!
+//! The fold also keeps the partition's portfolio analytics
+//! ([`Portfolio`], by each account's change of contribution and the
+//! subscription events' monthly flows) and intervention observations
+//! ([`Interventions`], opened at `cs.touchpoint`, resolved as the watermark
+//! passes their horizons).
+//!
 //! Ordering rules (docs/MODEL.md, "Time"):
 //! - An account is scored at `max(event time, its last scoring time)`.
 //! - The partition's watermark is the newest event time minus the allowed
@@ -23,6 +29,8 @@ use hashbrown::{HashMap, HashSet, HashTable};
 use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER};
 use super::config::{ModelConfig, Scorecard};
 use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
+use super::interventions::Interventions;
+use super::portfolio::{Contribution, Portfolio};
 use super::score::{self, evaluate, next_band, round1, Evaluation, Factor};
 use super::signal::{Alert, AlertKind, CausedBy, Health, OverrideView, Signal, UpsellSignal};
 use super::time::{day_of, Ts, MS_PER_DAY, MS_PER_HOUR};
@@ -174,6 +182,10 @@ pub struct Partition {
     /// Newest event time seen (or ticked to).
     pub max_time: Ts,
     pub stats: Stats,
+    /// Portfolio analytics, kept as events are applied.
+    pub portfolio: Portfolio,
+    /// Touchpoint observations and their outcomes.
+    pub interventions: Interventions,
     /// Score on every event, even usage that cannot change the score
     /// (for tests that check skipping changes nothing).
     pub rescore_every_event: bool,
@@ -189,6 +201,8 @@ impl PartialEq for Partition {
             && self.dedup == o.dedup
             && self.max_time == o.max_time
             && self.stats == o.stats
+            && self.portfolio == o.portfolio
+            && self.interventions == o.interventions
     }
 }
 
@@ -208,11 +222,17 @@ impl Partition {
             queued: Vec::new(),
             max_time: NEVER,
             stats: Stats::default(),
+            portfolio: Portfolio::default(),
+            interventions: Interventions::default(),
             rescore_every_event: false,
         }
     }
 
-    /// Rebuilds a partition from restored parts (snapshot restore).
+    /// Rebuilds a partition from restored parts (snapshot restore). The
+    /// portfolio's current aggregates are rebuilt from the accounts (they
+    /// are a function of them); its monthly flows and the interventions
+    /// come from the snapshot.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         model: Arc<Model>,
         accounts: Vec<Account>,
@@ -220,8 +240,20 @@ impl Partition {
         dedup: Dedup,
         max_time: Ts,
         stats: Stats,
+        portfolio_months: PortfolioMonths,
+        interventions: Interventions,
     ) -> Self {
         let mut p = Partition::new(model);
+        p.portfolio = Portfolio::restore(
+            portfolio_months.month,
+            portfolio_months
+                .rows
+                .iter()
+                .map(|(seg, m, f)| (&**seg, *m, *f)),
+            &accounts,
+            |i| labels.get(i).unwrap_or(""),
+        );
+        p.interventions = interventions;
         p.labels = labels;
         p.dedup = dedup;
         p.max_time = max_time;
@@ -269,13 +301,51 @@ impl Partition {
         self.labels.get(i)
     }
 
+    /// This partition's portfolio analytics (merge several partitions'
+    /// [`Partition::portfolio`] with [`Portfolio::merge`] for a total).
+    pub fn portfolio_report(&self) -> super::portfolio::PortfolioReport {
+        self.portfolio.report()
+    }
+
+    /// This partition's intervention impact (merge several partitions'
+    /// `interventions.outcomes` with `InterventionOutcomes::merge`).
+    pub fn interventions_report(&self) -> super::interventions::InterventionReport {
+        self.interventions.report()
+    }
+
+    /// The monthly flows of the portfolio, for snapshots.
+    pub fn portfolio_months(&self) -> PortfolioMonths {
+        PortfolioMonths {
+            month: self.portfolio.month,
+            rows: self
+                .portfolio
+                .segments
+                .iter()
+                .flat_map(|(seg, s)| s.months.iter().map(move |(&m, f)| (seg.clone(), m, *f)))
+                .collect(),
+        }
+    }
+
+    /// Moves account `idx`'s part of the portfolio from `before` to its
+    /// current contribution, if that changed.
+    fn contribution_changed(&mut self, idx: usize, before: &Contribution) {
+        let after = Contribution::of(&self.accounts[idx]);
+        if after != *before {
+            let name = |i: u16| self.labels.get(i).unwrap_or("");
+            self.portfolio
+                .shift(name(before.segment), before, name(after.segment), &after);
+        }
+    }
+
     fn lookup_or_create(&mut self, id: &str, h: u64, time: Ts) -> usize {
         let accs = &self.accounts;
         if let Some(&i) = self.index.find(h, |&i| &*accs[i as usize].id == id) {
             return i as usize;
         }
         let idx = self.accounts.len() as u32;
-        self.accounts.push(Account::new(id, time));
+        let acc = Account::new(id, time);
+        self.portfolio.add("", &Contribution::of(&acc));
+        self.accounts.push(acc);
         self.queued.push(Ts::MAX);
         let accs = &self.accounts;
         self.index
@@ -353,9 +423,11 @@ impl Partition {
     pub fn advance(&mut self, now: Ts, out: &mut Vec<Signal>) {
         if now > self.max_time {
             self.max_time = now;
+            self.portfolio.roll_to_time(now);
         }
         let wm = self.watermark();
         self.fire_due(wm, out);
+        self.interventions.close_due(wm, &self.accounts);
     }
 
     /// Folds one event. Signals it caused (and timers it let fire) are
@@ -376,9 +448,14 @@ impl Partition {
         self.stats.events[ti][outcome as usize] += 1;
         if ev.time > self.max_time {
             self.max_time = ev.time;
+            self.portfolio.roll_to_time(ev.time);
         }
         let idx = self.lookup_or_create(&ev.account_id, h, ev.time);
         self.fire_own(idx, ev.time, out);
+        // Usage changes nothing the portfolio reads except through the
+        // score (handled in `score`).
+        let usage = matches!(ev.kind, EventKind::Login { .. } | EventKind::Feature { .. });
+        let before = (!usage).then(|| Contribution::of(&self.accounts[idx]));
 
         let max_labels = self.model.cfg.limits.max_labels;
         let mut labels = AppliedLabels::default();
@@ -439,7 +516,24 @@ impl Partition {
                 self.stats.feedback[k][v] += 1;
                 rescore = false;
             }
+            EventKind::Touchpoint { kind, .. } => {
+                self.interventions
+                    .touchpoint(kind, idx, ev.time, key, &self.accounts);
+            }
             _ => {}
+        }
+        if matches!(
+            ev.kind,
+            EventKind::SubscriptionStarted { .. }
+                | EventKind::SubscriptionChanged { .. }
+                | EventKind::SubscriptionRenewed { .. }
+                | EventKind::SubscriptionCancelled { .. }
+        ) {
+            // Monthly flows, judged from the account before the event.
+            let acc = &self.accounts[idx];
+            let seg = self.labels.get(acc.segment).unwrap_or("");
+            self.portfolio
+                .record_subscription(seg, acc, ev.time, &ev.kind);
         }
         let cfg = &self.model.cfg;
         let acc = &mut self.accounts[idx];
@@ -464,6 +558,9 @@ impl Partition {
             let tier = self.labels.get(acc.tier);
             acc.scorecard = self.model.card_for(seg, tier);
         }
+        if let Some(b) = before {
+            self.contribution_changed(idx, &b);
+        }
         if rescore {
             let now = ev.time.max(self.accounts[idx].last_eval);
             if skip {
@@ -480,12 +577,14 @@ impl Partition {
         }
         let wm = self.watermark();
         self.fire_due(wm, out);
+        self.interventions.close_due(wm, &self.accounts);
         outcome
     }
 
     /// Scores account `idx` at `now`, applies the alert rules, publishes
     /// health if it changed materially, and sets the next timer.
     fn score(&mut self, idx: usize, now: Ts, cause: Cause<'_>, out: &mut Vec<Signal>) {
+        let before = Contribution::of(&self.accounts[idx]);
         let model = Arc::clone(&self.model);
         let cfg = &model.cfg;
         let rules = &cfg.alerts;
@@ -691,7 +790,16 @@ impl Partition {
 
         acc.timer_due = next_timer(acc, now, rules);
         self.schedule(idx);
+        self.contribution_changed(idx, &before);
     }
+}
+
+/// The portfolio's monthly flows as a snapshot holds them: the current
+/// month and `(segment, month, flows)` rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortfolioMonths {
+    pub month: i32,
+    pub rows: Vec<(Box<str>, i32, super::portfolio::MonthFlows)>,
 }
 
 /// The account's next timer after scoring at `now`: periodic re-scoring,
