@@ -161,6 +161,8 @@ pub fn router(state: HttpState) -> Router {
     let api = Router::new()
         .route("/v1/accounts", get(list_accounts))
         .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/interventions", get(interventions))
+        .route("/v1/portfolio", get(portfolio))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics_text))
@@ -171,6 +173,23 @@ pub fn router(state: HttpState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(1024))
         .with_state(state)
+}
+
+/// `GET /v1/interventions`: intervention impact by touchpoint kind, over
+/// the partitions this instance owns.
+async fn interventions(State(st): State<HttpState>) -> Response {
+    Json(st.read.interventions_report()).into_response()
+}
+
+/// `GET /v1/portfolio`: NPS, churn, retention, CLV by segment, over the
+/// partitions this instance owns.
+async fn portfolio(State(st): State<HttpState>) -> Response {
+    match st.read.portfolio_report() {
+        Some(r) => Json(r).into_response(),
+        None => {
+            ApiError::NotYetKnown("no partition has published analytics yet".into()).into_response()
+        }
+    }
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open

@@ -466,6 +466,7 @@ fn run(cli: Cli) -> Result<()> {
 /// passes events on to another observer (the demo's feed).
 struct ReadSideObserver {
     read: std::sync::Arc<vitals::readside::ReadSide>,
+    analytics_at: std::sync::Mutex<std::collections::HashMap<u32, std::time::Instant>>,
 }
 
 impl vitals::kafka::service::Observer for ReadSideObserver {
@@ -484,6 +485,16 @@ impl vitals::kafka::service::Observer for ReadSideObserver {
         st: &vitals::kafka::service::Status,
     ) {
         self.read.refresh(partition, part, touched);
+        // Analytics are copied at most about once a second per partition.
+        let now = std::time::Instant::now();
+        let mut last = self.analytics_at.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last
+            .get(&partition)
+            .is_none_or(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1));
+        if due {
+            last.insert(partition, now);
+            self.read.set_analytics(partition, part);
+        }
         self.read.set_status(
             partition,
             vitals::readside::PartitionStatus {
@@ -541,7 +552,10 @@ fn run_service(
     }));
     let svc = {
         let stop = stop.clone();
-        let observer = Arc::new(ReadSideObserver { read });
+        let observer = Arc::new(ReadSideObserver {
+            read,
+            analytics_at: Default::default(),
+        });
         std::thread::Builder::new()
             .name("vitals-consumer".into())
             .spawn(move || {

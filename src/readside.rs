@@ -434,6 +434,16 @@ pub struct ReadSide {
     accounts: DashMap<String, AccountView>,
     partitions: RwLock<BTreeMap<u32, PartitionEntry>>,
     joined: AtomicBool,
+    /// Per partition, a copy of its portfolio analytics and intervention
+    /// outcomes (merged across partitions when read).
+    analytics: std::sync::Mutex<BTreeMap<u32, Analytics>>,
+}
+
+/// One partition's analytics, as last published.
+#[derive(Debug, Clone)]
+struct Analytics {
+    portfolio: crate::core::portfolio::Portfolio,
+    outcomes: crate::core::interventions::InterventionOutcomes,
 }
 
 impl ReadSide {
@@ -518,6 +528,45 @@ impl ReadSide {
     pub fn drop_partition(&self, partition: u32) {
         self.accounts.retain(|_, v| v.partition != partition);
         self.write().remove(&partition);
+        self.analytics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
+
+    /// Publishes partition `partition`'s portfolio analytics and
+    /// intervention outcomes (a copy; the service does this at most about
+    /// once a second per partition).
+    pub fn set_analytics(&self, partition: u32, part: &Partition) {
+        let a = Analytics {
+            portfolio: part.portfolio.clone(),
+            outcomes: part.interventions.outcomes.clone(),
+        };
+        self.analytics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, a);
+    }
+
+    /// The portfolio over every partition this instance owns.
+    pub fn portfolio_report(&self) -> Option<crate::core::portfolio::PortfolioReport> {
+        let a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut it = a.values();
+        let mut total = it.next()?.portfolio.clone();
+        for x in it {
+            total.merge(&x.portfolio);
+        }
+        Some(total.report())
+    }
+
+    /// Intervention impact over every partition this instance owns.
+    pub fn interventions_report(&self) -> crate::core::interventions::InterventionReport {
+        let a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = crate::core::interventions::InterventionOutcomes::default();
+        for x in a.values() {
+            total.merge(&x.outcomes);
+        }
+        total.report()
     }
 
     /// The service calls this with `true` once it has joined its consumer
@@ -814,7 +863,78 @@ pub fn render_metrics(handle: &PrometheusHandle, read: &ReadSide) -> String {
             u8::from(st.restoring)
         );
     }
+    render_portfolio(read, &mut out);
     out
+}
+
+/// Portfolio gauges by segment (`segment="__all__"`: every account of this
+/// instance; `segment=""`: accounts without one). Rates are fractions
+/// (0.05 = 5%), of the latest calendar month with data.
+fn render_portfolio(read: &ReadSide, out: &mut String) {
+    let Some(r) = read.portfolio_report() else {
+        return;
+    };
+    let mut rows: Vec<(String, &crate::core::portfolio::PortfolioSummary)> =
+        vec![("__all__".to_string(), &r.overall)];
+    for s in r.segments.iter().take(MAX_METRIC_SEGMENTS) {
+        rows.push((s.segment.clone().unwrap_or_default(), &s.summary));
+    }
+    type Get = fn(&crate::core::portfolio::PortfolioSummary) -> Option<f64>;
+    let gauges: [(&str, &str, Get); 10] = [
+        (
+            "vitals_portfolio_nps",
+            "Net promoter score (percent)",
+            |s| s.nps.score,
+        ),
+        ("vitals_portfolio_csat", "Mean CSAT (1..5)", |s| s.csat.mean),
+        ("vitals_portfolio_ces", "Mean CES (1..7)", |s| s.ces.mean),
+        (
+            "vitals_portfolio_mrr_cents",
+            "Monthly recurring revenue (cents)",
+            |s| Some(s.mrr_cents as f64),
+        ),
+        (
+            "vitals_portfolio_active_accounts",
+            "Active (not cancelled) accounts",
+            |s| Some(s.active_accounts as f64),
+        ),
+        (
+            "vitals_portfolio_clv_cents",
+            "Estimated customer lifetime value (cents)",
+            |s| s.clv.clv_cents,
+        ),
+        (
+            "vitals_portfolio_gross_churn_rate",
+            "Logo churn rate of the latest month",
+            |s| s.months.last().and_then(|m| m.logo_churn_rate),
+        ),
+        (
+            "vitals_portfolio_mrr_churn_rate",
+            "MRR churn rate of the latest month",
+            |s| s.months.last().and_then(|m| m.mrr_churn_rate),
+        ),
+        (
+            "vitals_portfolio_nrr",
+            "Net revenue retention of the latest month",
+            |s| s.months.last().and_then(|m| m.nrr),
+        ),
+        (
+            "vitals_portfolio_grr",
+            "Gross revenue retention of the latest month",
+            |s| s.months.last().and_then(|m| m.grr),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (seg, s) in &rows {
+            if let Some(v) = get(s).filter(|v| v.is_finite()) {
+                out.push_str(name);
+                out.push_str("{segment=\"");
+                escape_label(seg, out);
+                let _ = writeln!(out, "\"}} {v}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
