@@ -642,3 +642,70 @@ fn simulated_partitions_merge_into_the_single_partition_portfolio() {
     assert!(report.overall.active_accounts > 0);
     assert_eq!(merged.report(), report);
 }
+
+/// The same known log through the read side: `/metrics` carries the exact
+/// portfolio values, merged over partitions, with no account label.
+#[test]
+fn portfolio_exact_values_in_metrics_text() {
+    let lines = portfolio_log().lines();
+    // Two partitions: accounts split by parity of their line's account id
+    // hash would be arbitrary; split the log by account instead.
+    let mut parts = [Partition::new(model()), Partition::new(model())];
+    let mut accounts: Vec<String> = Vec::new();
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let a = v["account_id"].as_str().unwrap().to_string();
+        if !accounts.contains(&a) {
+            accounts.push(a.clone());
+        }
+        let i = accounts.iter().position(|x| *x == a).unwrap() % 2;
+        fold(&mut parts[i], std::slice::from_ref(l));
+    }
+    let mut one = Partition::new(model());
+    fold(&mut one, &lines);
+    let expected = serde_json::to_value(one.portfolio_report()).unwrap();
+
+    let read = vitals::readside::ReadSide::new();
+    read.set_analytics(0, &parts[0]);
+    read.set_analytics(1, &parts[1]);
+    // Merged over the partitions = the single fold.
+    assert_eq!(
+        serde_json::to_value(read.portfolio_report().unwrap()).unwrap(),
+        expected
+    );
+    let text = vitals::readside::render_metrics(&vitals::readside::install_recorder(), &read);
+    let metric = |name: &str, seg: &str| -> Option<f64> {
+        let prefix = format!("{name}{{segment=\"{seg}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.parse().unwrap())
+    };
+    assert_eq!(metric("vitals_portfolio_nps", "smb"), Some(-33.3));
+    assert_eq!(metric("vitals_portfolio_clv_cents", "smb"), Some(80_000.0));
+    assert_eq!(
+        metric("vitals_portfolio_mrr_cents", "__all__"),
+        Some(165_000.0)
+    );
+    assert_eq!(
+        metric("vitals_portfolio_active_accounts", "__all__"),
+        Some(5.0)
+    );
+    assert_eq!(metric("vitals_portfolio_csat", "__all__"), Some(3.5));
+    assert_eq!(metric("vitals_portfolio_ces", "__all__"), Some(5.33));
+    // Rates of the latest month, as in portfolio.json.
+    let last = |seg: &Value, k: &str| -> Option<f64> {
+        seg["months"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m[k].as_f64())
+    };
+    let all = &expected["overall"];
+    assert_eq!(metric("vitals_portfolio_nrr", "__all__"), last(all, "nrr"));
+    assert_eq!(metric("vitals_portfolio_grr", "__all__"), last(all, "grr"));
+    assert_eq!(
+        metric("vitals_portfolio_gross_churn_rate", "__all__"),
+        last(all, "logo_churn_rate")
+    );
+    assert!(last(all, "nrr").is_some());
+    assert!(!text.contains("account_id="), "no account label");
+}
