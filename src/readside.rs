@@ -444,6 +444,8 @@ pub struct ReadSide {
 struct Analytics {
     portfolio: crate::core::portfolio::Portfolio,
     outcomes: crate::core::interventions::InterventionOutcomes,
+    /// `alert.feedback` verdicts by alert kind (`Stats::feedback`).
+    feedback: [[u64; 3]; 4],
 }
 
 impl ReadSide {
@@ -541,6 +543,7 @@ impl ReadSide {
         let a = Analytics {
             portfolio: part.portfolio.clone(),
             outcomes: part.interventions.outcomes.clone(),
+            feedback: part.stats.feedback,
         };
         self.analytics
             .lock()
@@ -557,6 +560,26 @@ impl ReadSide {
             total.merge(&x.portfolio);
         }
         Some(total.report())
+    }
+
+    /// Measured precision per alert kind from `alert.feedback` over every
+    /// partition (useful and already_known count as correct), with the
+    /// number of verdicts; `None` for a kind without feedback.
+    pub fn alert_precision(&self) -> Vec<(crate::core::AlertKind, Option<f64>, u64)> {
+        let a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        crate::core::AlertKind::ALL
+            .iter()
+            .map(|&k| {
+                let mut f = [0u64; 3];
+                for x in a.values() {
+                    for (t, v) in f.iter_mut().zip(x.feedback[k as usize]) {
+                        *t += v;
+                    }
+                }
+                let n = f[0] + f[1] + f[2];
+                (k, (n > 0).then(|| (f[0] + f[2]) as f64 / n as f64), n)
+            })
+            .collect()
     }
 
     /// Intervention impact over every partition this instance owns.
@@ -871,6 +894,17 @@ pub fn render_metrics(handle: &PrometheusHandle, read: &ReadSide) -> String {
 /// instance; `segment=""`: accounts without one). Rates are fractions
 /// (0.05 = 5%), of the latest calendar month with data.
 fn render_portfolio(read: &ReadSide, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP vitals_alert_precision Measured precision of each alert kind from alert.feedback\n# TYPE vitals_alert_precision gauge\n\
+         # HELP vitals_alert_feedback Feedback verdicts received per alert kind\n# TYPE vitals_alert_feedback gauge"
+    );
+    for (k, p, n) in read.alert_precision() {
+        if let Some(p) = p {
+            let _ = writeln!(out, "vitals_alert_precision{{kind=\"{}\"}} {p}", k.as_str());
+        }
+        let _ = writeln!(out, "vitals_alert_feedback{{kind=\"{}\"}} {n}", k.as_str());
+    }
     let Some(r) = read.portfolio_report() else {
         return;
     };

@@ -709,3 +709,42 @@ fn portfolio_exact_values_in_metrics_text() {
     assert!(last(all, "nrr").is_some());
     assert!(!text.contains("account_id="), "no account label");
 }
+
+#[test]
+fn alert_precision_from_feedback_in_metrics_text() {
+    let lines: Vec<String> = [
+        ("f1", "at_risk-00000000000000a1", "useful"),
+        ("f2", "at_risk-00000000000000a2", "false_positive"),
+        ("f3", "at_risk-00000000000000a3", "already_known"),
+        ("f4", "at_risk-00000000000000a4", "false_positive"),
+        ("f5", "upsell_opportunity-00000000000000b1", "useful"),
+    ]
+    .iter()
+    .map(|(id, alert, verdict)| {
+        format!(
+            r#"{{"id":"{id}","account_id":"acme","type":"alert.feedback","time":"2025-03-01T00:00:00Z","alert_id":"{alert}","verdict":"{verdict}"}}"#
+        )
+    })
+    .collect();
+    let mut p = Partition::new(model());
+    fold(&mut p, &lines);
+    let read = vitals::readside::ReadSide::new();
+    read.set_analytics(0, &p);
+    let text = vitals::readside::render_metrics(&vitals::readside::install_recorder(), &read);
+    assert!(
+        text.contains("vitals_alert_precision{kind=\"at_risk\"} 0.5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vitals_alert_feedback{kind=\"at_risk\"} 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vitals_alert_precision{kind=\"upsell_opportunity\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("vitals_alert_precision{kind=\"recovered\"}"),
+        "{text}"
+    );
+}

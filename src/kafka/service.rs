@@ -861,7 +861,9 @@ impl Worker {
                     t.send_offsets_to_transaction(&tpl, &meta, timeout)?;
                 }
             }
+            let start = Instant::now();
             t.commit_transaction(timeout)?;
+            metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
             t.begin_transaction()
         })();
         done.map_err(|e| self.err(format!("kafka.transactions: commit failed: {e}")))
@@ -1175,7 +1177,10 @@ impl Worker {
         if tpl.count() == 0 {
             return;
         }
-        match self.consumer.commit(&tpl, mode) {
+        let start = Instant::now();
+        let r = self.consumer.commit(&tpl, mode);
+        metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
+        match r {
             Ok(()) => *committed = pos.clone(),
             Err(e) => {
                 debug!(partition = self.p, error = %e, "offset commit failed (offsets are for lag only)")
