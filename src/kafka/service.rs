@@ -1000,6 +1000,9 @@ impl Worker {
                 shared
                     .observer
                     .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+                for s in fold.scores.drain(..) {
+                    metrics::histogram!(crate::readside::names::EVALUATED_SCORE).record(s);
+                }
                 for ((topic, ty, outcome), n) in fold.tally.drain() {
                     metrics::counter!("vitals_events_total", "topic" => topic, "type" => ty, "outcome" => outcome)
                         .increment(n);
@@ -1357,6 +1360,10 @@ impl Worker {
             last_cursor = cursor.unwrap_or_default();
             fold.on_record(m.offset(), &entry, &mut outputs)
                 .map_err(|e| self.err(e.to_string()))?;
+            // Replayed history is not live activity: the read side is
+            // refreshed for every account after the restore instead.
+            fold.touched.clear();
+            fold.scores.clear();
             for o in outputs.drain(..) {
                 self.publish(&o)?;
             }

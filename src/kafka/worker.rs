@@ -366,6 +366,9 @@ pub struct FoldWorker {
     pub suppressed: u64,
     /// Accounts that events touched since the shell last took them.
     pub touched: Vec<String>,
+    /// Scores of the health records derived since the shell last took
+    /// them (the histogram of score evaluations).
+    pub scores: Vec<f64>,
     /// Events by (source topic, type, outcome) since the shell last took
     /// them (for metrics).
     pub tally: std::collections::HashMap<(String, &'static str, &'static str), u64>,
@@ -392,6 +395,7 @@ impl FoldWorker {
             signals: Vec::new(),
             suppressed: 0,
             touched: Vec::new(),
+            scores: Vec::new(),
             tally: Default::default(),
         }
     }
@@ -494,6 +498,9 @@ impl FoldWorker {
         }
         let scorecard = self.part.model.id.to_string();
         for s in self.signals.drain(..) {
+            if let Signal::Health(h) = &s {
+                self.scores.push(h.score);
+            }
             let (topic, key, value) = match (&s, self.format) {
                 (Signal::Health(h), OutFormat::Json) => {
                     (OutTopic::Health, &h.account_id, output::health_json(h))
