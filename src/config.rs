@@ -230,6 +230,7 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.message().to_string()
+                + &did_you_mean(e.message())
                 + &e.span()
                     .map(|s| format!(" (at byte {})", s.start))
                     .unwrap_or_default(),
@@ -385,9 +386,73 @@ impl Config {
     }
 }
 
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the closest
+/// expected name, as " — did you mean `a`?" (empty when none is close).
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return String::new();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    // A name that extends or shortens the typo counts as close as one
+    // edit (`group` → `group_id`).
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| {
+            let prefix = cand.starts_with(unknown) || unknown.starts_with(cand);
+            let d = if prefix {
+                1
+            } else {
+                edit_distance(unknown, cand)
+            };
+            (d, cand)
+        })
+        .min();
+    match best {
+        Some((d, cand)) if d <= 2.max(unknown.len() / 3) => format!(" — did you mean `{cand}`?"),
+        _ => String::new(),
+    }
+}
+
+/// Levenshtein distance (small strings: config keys).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_key_gets_a_suggestion() {
+        let err = Config::from_toml("[kafka]\ngroup = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `group`"), "{err}");
+        assert!(err.contains("did you mean `group_id`?"), "{err}");
+        let err = Config::from_toml("[snapshot]\nintreval_secs = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `interval_secs`?"), "{err}");
+        let err = Config::from_toml("[kafka]\nzzzzzz = 1\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+    }
 
     #[test]
     fn embedded_default_equals_code_defaults() {
