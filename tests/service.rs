@@ -365,3 +365,107 @@ fn transactions_on_a_broker_without_them_stop_at_start_naming_the_setting() {
     .expect_err("must refuse to start");
     assert!(err.to_string().contains("kafka.transactions"), "{err}");
 }
+
+#[test]
+fn broker_outage_and_request_errors_are_survived_exactly_once() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = EmbeddedBroker::start(1, P).expect("broker");
+    let addr = broker.bootstrap_servers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut cfg = config(&addr, "fault-test");
+    // Detect the group's loss of this member quickly after the outage.
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
+    cfg.kafka
+        .client
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    let svc = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        std::thread::spawn(move || service::run(&cfg, Arc::new(service::NoObserver), stop))
+    };
+    let events = generate(&SimOptions {
+        accounts: 20,
+        days: 60,
+        seed: 17,
+        ..Default::default()
+    });
+    let prod = producer(&addr);
+    let half = events.len() / 2;
+    for ev in &events[..half] {
+        let v = json::encode(ev);
+        send(&prod, topic_for(ev.type_name()), None, &ev.account_id, &v);
+    }
+    flush(&prod);
+    eprintln!("[t] first half produced");
+    // The broker goes away for two seconds while the service works ...
+    broker.cluster().broker_down(1).expect("down");
+    std::thread::sleep(Duration::from_secs(2));
+    broker.cluster().broker_up(1).expect("up");
+    // ... then produce and fetch requests fail for a while, and every
+    // request is slow.
+    broker.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+    );
+    broker.cluster().request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+    );
+    broker
+        .cluster()
+        .broker_round_trip_time(1, Duration::from_millis(5))
+        .expect("rtt");
+    for ev in &events[half..] {
+        let v = json::encode(ev);
+        send(&prod, topic_for(ev.type_name()), None, &ev.account_id, &v);
+    }
+    flush(&prod);
+    eprintln!("[t] produced");
+    let t0 = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !all_sequenced(&addr, P as i32) {
+        assert!(
+            Instant::now() < deadline,
+            "service did not recover in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("[t] caught up after {:?}", t0.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    let t1 = Instant::now();
+    svc.join()
+        .unwrap()
+        .expect("the service kept running and stopped cleanly");
+    eprintln!("[t] stopped in {:?}", t1.elapsed());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sequenced = 0;
+    for p in 0..P as i32 {
+        let log = read_all(&addr, "vitals.sequenced", p);
+        sequenced += log
+            .iter()
+            .filter(|r| r.header("vitals.source.topic").is_some())
+            .count();
+        let r = replay(dir.path(), p, &log);
+        assert_eq!(
+            texts(&read_all(&addr, "vitals.health", p)),
+            r.health_log,
+            "vitals.health[{p}]"
+        );
+        assert_eq!(
+            texts(&read_all(&addr, "vitals.alerts.at-risk", p)),
+            r.at_risk,
+            "at-risk[{p}]"
+        );
+        assert_eq!(
+            texts(&read_all(&addr, "vitals.alerts.upsell", p)),
+            r.upsell,
+            "upsell[{p}]"
+        );
+    }
+    assert_eq!(
+        sequenced,
+        events.len(),
+        "every event sequenced exactly once"
+    );
+}
