@@ -28,6 +28,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// Per-partition snapshots of the fold's state.
     pub snapshot: SnapshotConfig,
+    /// A shadow scorecard (same keys as `[model]`): scored beside the live
+    /// one on the same log, published only to `kafka.topics.shadow` and the
+    /// `vitals_model_*{role="shadow"}` metrics. Absent = no shadow.
+    pub shadow: Option<ModelConfig>,
 }
 
 /// `[snapshot]`.
@@ -99,6 +103,8 @@ pub struct TopicNames {
     pub dlq: String,
     pub sequenced: String,
     pub repartition: String,
+    /// Written only when a `[shadow]` scorecard is configured.
+    pub shadow: String,
 }
 
 impl Default for TopicNames {
@@ -115,6 +121,7 @@ impl Default for TopicNames {
             dlq: t::DLQ.into(),
             sequenced: t::SEQUENCED.into(),
             repartition: t::REPARTITION.into(),
+            shadow: t::SHADOW.into(),
         }
     }
 }
@@ -374,6 +381,16 @@ impl Config {
 
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let mut problems = self.model.problems();
+        if let Some(sh) = &self.shadow {
+            problems.extend(
+                sh.problems()
+                    .into_iter()
+                    .map(|p| match p.strip_prefix("model.") {
+                        Some(rest) => format!("shadow.{rest}"),
+                        None => p,
+                    }),
+            );
+        }
         problems.extend(self.service_problems());
         if problems.is_empty() {
             Ok(())

@@ -473,6 +473,9 @@ impl vitals::kafka::service::Observer for ReadSideObserver {
     fn assigned(&self, _partitions: &[u32]) {
         self.read.set_joined(true);
     }
+    fn shadow(&self, partition: u32, shadow: &vitals::core::Partition) {
+        self.read.set_shadow(partition, shadow);
+    }
     fn restoring(&self, partition: u32) {
         self.read
             .set_status(partition, vitals::readside::PartitionStatus::default());

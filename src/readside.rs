@@ -446,6 +446,20 @@ struct Analytics {
     outcomes: crate::core::interventions::InterventionOutcomes,
     /// `alert.feedback` verdicts by alert kind (`Stats::feedback`).
     feedback: [[u64; 3]; 4],
+    /// The live model monitor's tally, and the scorecard it measures.
+    monitor: (Arc<str>, crate::core::monitor::Tally),
+    /// The same for the shadow scorecard, when one runs.
+    shadow: Option<(Arc<str>, crate::core::monitor::Tally)>,
+}
+
+/// One scorecard's live monitoring over every partition of this instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMonitor {
+    /// `live` or `shadow`.
+    pub role: &'static str,
+    /// The scorecard id (`version+hash`).
+    pub scorecard: String,
+    pub tally: crate::core::monitor::Tally,
 }
 
 impl ReadSide {
@@ -540,15 +554,52 @@ impl ReadSide {
     /// intervention outcomes (a copy; the service does this at most about
     /// once a second per partition).
     pub fn set_analytics(&self, partition: u32, part: &Partition) {
-        let a = Analytics {
-            portfolio: part.portfolio.clone(),
-            outcomes: part.interventions.outcomes.clone(),
-            feedback: part.stats.feedback,
-        };
-        self.analytics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(partition, a);
+        let mut a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        let shadow = a.get(&partition).and_then(|x| x.shadow.clone());
+        a.insert(
+            partition,
+            Analytics {
+                portfolio: part.portfolio.clone(),
+                outcomes: part.interventions.outcomes.clone(),
+                feedback: part.stats.feedback,
+                monitor: (Arc::clone(&part.model.id), part.monitor.tally),
+                shadow,
+            },
+        );
+    }
+
+    /// Publishes the shadow scorecard's monitor tally of partition
+    /// `partition` (after [`set_analytics`](Self::set_analytics)).
+    pub fn set_shadow(&self, partition: u32, shadow: &Partition) {
+        let mut a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = a.get_mut(&partition) {
+            x.shadow = Some((Arc::clone(&shadow.model.id), shadow.monitor.tally));
+        }
+    }
+
+    /// Live model monitoring per scorecard (live first, then shadow),
+    /// summed over partitions.
+    pub fn model_monitors(&self) -> Vec<ModelMonitor> {
+        let a = self.analytics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ModelMonitor> = Vec::new();
+        let all = a.values().map(|x| ("live", &x.monitor)).chain(
+            a.values()
+                .filter_map(|x| x.shadow.as_ref().map(|s| ("shadow", s))),
+        );
+        for (role, (id, t)) in all {
+            match out
+                .iter_mut()
+                .find(|m| m.role == role && *m.scorecard == **id)
+            {
+                Some(m) => m.tally.merge(t),
+                None => out.push(ModelMonitor {
+                    role,
+                    scorecard: id.to_string(),
+                    tally: *t,
+                }),
+            }
+        }
+        out
     }
 
     /// The portfolio over every partition this instance owns.
@@ -905,6 +956,7 @@ fn render_portfolio(read: &ReadSide, out: &mut String) {
         }
         let _ = writeln!(out, "vitals_alert_feedback{{kind=\"{}\"}} {n}", k.as_str());
     }
+    render_model_monitors(read, out);
     let Some(r) = read.portfolio_report() else {
         return;
     };
@@ -965,6 +1017,50 @@ fn render_portfolio(read: &ReadSide, out: &mut String) {
                 out.push_str(name);
                 out.push_str("{segment=\"");
                 escape_label(seg, out);
+                let _ = writeln!(out, "\"}} {v}");
+            }
+        }
+    }
+}
+
+/// `vitals_model_*`: the live model monitor (docs/MODEL.md, "Live model
+/// monitoring") per scorecard, `role` = `live` or `shadow`.
+fn render_model_monitors(read: &ReadSide, out: &mut String) {
+    let monitors = read.model_monitors();
+    type Get = fn(&crate::core::monitor::Tally) -> Option<f64>;
+    let gauges: [(&str, &str, Get); 5] = [
+        (
+            "vitals_model_auc",
+            "ROC AUC of cohort scores for churn within the monitor horizon",
+            |t| t.auc(),
+        ),
+        (
+            "vitals_model_precision",
+            "Churned share of cohort entries in the at_risk band",
+            |t| t.precision(),
+        ),
+        (
+            "vitals_model_recall",
+            "Share of churned cohort entries that were in the at_risk band",
+            |t| t.recall(),
+        ),
+        (
+            "vitals_model_churned",
+            "Cohort entries labelled churned",
+            |t| Some(t.churned_total() as f64),
+        ),
+        (
+            "vitals_model_retained",
+            "Cohort entries labelled retained",
+            |t| Some(t.retained_total() as f64),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for m in &monitors {
+            if let Some(v) = get(&m.tally).filter(|v| v.is_finite()) {
+                let _ = write!(out, "{name}{{role=\"{}\",scorecard=\"", m.role);
+                escape_label(&m.scorecard, out);
                 let _ = writeln!(out, "\"}} {v}");
             }
         }

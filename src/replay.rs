@@ -76,6 +76,8 @@ pub struct Summary {
     /// Feedback-measured precision per alert kind, where feedback exists.
     pub precision_at_risk: Option<f64>,
     pub precision_upsell: Option<f64>,
+    /// Live model monitoring as of the end of the log (docs/MODEL.md).
+    pub model_monitor: crate::core::monitor::MonitorReport,
     pub events_by_type: std::collections::BTreeMap<String, [u64; 3]>,
     pub elapsed_secs: f64,
 }
@@ -101,6 +103,7 @@ impl Summary {
         s.model = p.model.id.to_string();
         s.precision_at_risk = st.precision(AlertKind::AtRisk);
         s.precision_upsell = st.precision(AlertKind::UpsellOpportunity);
+        s.model_monitor = p.monitor.tally.report();
         s
     }
 }

@@ -13,8 +13,14 @@
 //! | cursor_len u32 | cursor (UTF-8, the sequencer's cursor then)
 //! | model_len u32 | model id (UTF-8)
 //! | state_len u64 | state (prost `PartitionState`, proto/vitals/v1/state.proto)
+//! [ | shadow_model_len u32 | shadow model id | shadow_len u64 | shadow state ]
 //! | checksum u64 (xxh3-64 of every byte before it)
 //! ```
+//!
+//! The bracketed part is there only when a shadow scorecard runs
+//! (`[shadow]`): its fold's state at the same cut. Readers that do not
+//! know it ignore it; a service with a shadow scorecard uses a snapshot
+//! only if it holds the shadow state of that scorecard.
 //!
 //! Format evolution: a file whose `version` is not [`VERSION`], or whose
 //! state format or model id differs from this build's, is *rejected with a
@@ -55,6 +61,11 @@ pub enum SnapshotError {
     Version { found: u32 },
     #[error("snapshot was folded with model {found}, the config now gives {expected}; the partition is rebuilt from the log")]
     Model { found: String, expected: String },
+    #[error("snapshot holds shadow scorecard {found:?}, the config now gives {expected}; the partition is rebuilt from the log")]
+    Shadow {
+        found: Option<String>,
+        expected: String,
+    },
     #[error("snapshot state: {0}")]
     State(#[from] state::StateError),
 }
@@ -79,11 +90,26 @@ pub struct Meta {
     /// The sequencer's cursor (input positions) when it was taken.
     pub cursor: String,
     pub model: String,
+    /// The shadow scorecard's model id, when the snapshot holds its state.
+    pub shadow_model: Option<String>,
 }
 
 /// Encodes a snapshot of `part` at `next_offset`.
 pub fn encode(
     part: &Partition,
+    partition: u32,
+    next_offset: i64,
+    cursor: &str,
+    created_ms: i64,
+) -> Vec<u8> {
+    encode_with_shadow(part, None, partition, next_offset, cursor, created_ms)
+}
+
+/// Encodes a snapshot of `part` and, if one runs, the shadow scorecard's
+/// fold at the same cut.
+pub fn encode_with_shadow(
+    part: &Partition,
+    shadow: Option<&Partition>,
     partition: u32,
     next_offset: i64,
     cursor: &str,
@@ -110,6 +136,14 @@ pub fn encode(
     b.extend_from_slice(model);
     b.extend_from_slice(&(st.len() as u64).to_le_bytes());
     b.extend_from_slice(&st);
+    if let Some(sh) = shadow {
+        let id = sh.model.id.as_bytes();
+        b.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        b.extend_from_slice(id);
+        let st = state::encode(sh);
+        b.extend_from_slice(&(st.len() as u64).to_le_bytes());
+        b.extend_from_slice(&st);
+    }
     let sum = xxhash_rust::xxh3::xxh3_64(&b);
     b.extend_from_slice(&sum.to_le_bytes());
     b
@@ -148,6 +182,12 @@ impl<'a> Rd<'a> {
 /// Checks magic, checksum and version; returns the metadata and the state
 /// bytes.
 pub fn parse(bytes: &[u8]) -> Result<(Meta, &[u8]), SnapshotError> {
+    parse_all(bytes).map(|(m, st, _)| (m, st))
+}
+
+/// [`parse`], plus the shadow state's bytes when there are any.
+#[allow(clippy::type_complexity)]
+fn parse_all(bytes: &[u8]) -> Result<(Meta, &[u8], Option<&[u8]>), SnapshotError> {
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(SnapshotError::Magic);
     }
@@ -169,8 +209,16 @@ pub fn parse(bytes: &[u8]) -> Result<(Meta, &[u8]), SnapshotError> {
     let wm = r.i64("watermark")?;
     let cursor = r.str("cursor")?;
     let model = r.str("model")?;
-    let n = r.u64("state_len")? as usize;
+    let n = usize::try_from(r.u64("state_len")?).map_err(|_| SnapshotError::Truncated("state"))?;
     let st = r.take(n, "state")?;
+    let (shadow_model, shadow) = if r.0.is_empty() {
+        (None, None)
+    } else {
+        let id = r.str("shadow_model")?;
+        let n = usize::try_from(r.u64("shadow_len")?)
+            .map_err(|_| SnapshotError::Truncated("shadow"))?;
+        (Some(id), Some(r.take(n, "shadow")?))
+    };
     Ok((
         Meta {
             version,
@@ -181,22 +229,46 @@ pub fn parse(bytes: &[u8]) -> Result<(Meta, &[u8]), SnapshotError> {
             watermark: (wm != Ts::MIN).then_some(wm),
             cursor,
             model,
+            shadow_model,
         },
         st,
+        shadow,
     ))
 }
 
 /// Decodes a snapshot into the partition state to fold on with `model`.
 pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<(Meta, Partition), SnapshotError> {
-    let (meta, st) = parse(bytes)?;
+    decode_with_shadow(bytes, model, None).map(|(m, p, _)| (m, p))
+}
+
+/// [`decode`], and with `shadow` (the shadow scorecard's model) also the
+/// shadow fold's state, which the snapshot must then hold for that model.
+pub fn decode_with_shadow(
+    bytes: &[u8],
+    model: Arc<Model>,
+    shadow: Option<Arc<Model>>,
+) -> Result<(Meta, Partition, Option<Partition>), SnapshotError> {
+    let (meta, st, shadow_st) = parse_all(bytes)?;
     if meta.model != *model.id {
         return Err(SnapshotError::Model {
             found: meta.model,
             expected: model.id.to_string(),
         });
     }
+    let shadow = match (shadow, shadow_st) {
+        (None, _) => None,
+        (Some(m), Some(st)) if meta.shadow_model.as_deref() == Some(&*m.id) => {
+            Some(state::decode(st, m)?)
+        }
+        (Some(m), _) => {
+            return Err(SnapshotError::Shadow {
+                found: meta.shadow_model.clone(),
+                expected: m.id.to_string(),
+            })
+        }
+    };
     let part = state::decode(st, model)?;
-    Ok((meta, part))
+    Ok((meta, part, shadow))
 }
 
 /// Where snapshots live. One small interface so a Kafka-topic store can sit

@@ -334,6 +334,51 @@ fn publish_sim(addr: &str, accounts: u32, days: u32, seed: u64) {
     flush(&prod);
 }
 
+/// Shadow scoring: a second scorecard folds the same sequenced log; its
+/// health records and alerts go to `vitals.shadow` only — exactly what
+/// `vitals replay` with the shadow config writes — while the live topics
+/// are untouched by it (they still equal the default replay).
+#[test]
+fn shadow_scorecard_publishes_what_replay_with_its_config_gives() {
+    let broker = EmbeddedBroker::start(1, P).expect("broker");
+    let addr = broker.bootstrap_servers();
+    publish_sim(&addr, 15, 120, 8);
+    let mut shadow = vitals::core::ModelConfig {
+        version: "shadow-1".into(),
+        ..Default::default()
+    };
+    shadow.scorecard.weights.usage *= 2.0;
+    shadow.scorecard.bands.at_risk_below += 5.0;
+    shadow.monitor.every_days = 7;
+    let mut cfg = config(&addr, "shadow-test");
+    cfg.shadow = Some(shadow.clone());
+    let shadow_id = vitals::core::Model::new(shadow.clone()).id.to_string();
+    assert!(run_and_compare(cfg, &broker) > 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = 0;
+    for p in 0..P as i32 {
+        let log = read_all(&addr, "vitals.sequenced", p);
+        let r = replay_with(dir.path(), p, &log, shadow.clone(), "shadow");
+        let got = read_all(&addr, "vitals.shadow", p);
+        let (alerts, health): (Vec<String>, Vec<String>) = texts(&got)
+            .into_iter()
+            .partition(|t| t.contains("\"alert_id\""));
+        assert_eq!(health, r.health_log, "vitals.shadow[{p}] health");
+        // Alerts of both kinds, in log order.
+        let want_alerts: Vec<String> =
+            std::fs::read_to_string(dir.path().join(format!("shadow-{p}/alerts.jsonl")))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect();
+        assert_eq!(alerts, want_alerts, "vitals.shadow[{p}] alerts");
+        assert_eq!(r.summary.model, shadow_id);
+        assert!(health.iter().all(|h| h.contains(&shadow_id)));
+        records += got.len();
+    }
+    assert!(records > 10, "the shadow scorecard published {records}");
+}
+
 #[test]
 fn transactions_mode_gives_the_same_outputs() {
     // The mock broker speaks the transaction protocol (it writes no

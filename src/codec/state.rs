@@ -15,6 +15,7 @@ use crate::core::event::{Band, Priority};
 use crate::core::interventions::{
     Arm, HorizonOutcome, InterventionOutcomes, Interventions, KindOutcome, Observation,
 };
+use crate::core::monitor::{Cohort, Monitor};
 use crate::core::partition::{Dedup, Labels, Model, Partition, PortfolioMonths, Stats};
 use crate::core::portfolio::MonthFlows;
 
@@ -24,7 +25,8 @@ use super::pb;
 /// and the intervention observations: a format-1 snapshot lacks that
 /// history, so it is refused (and the partition restored from an older
 /// snapshot or replayed) rather than restored with silently empty analytics.
-pub const FORMAT: u32 = 2;
+/// 3 added the live model monitor's cohorts and tally, refused likewise.
+pub const FORMAT: u32 = 3;
 
 /// Why a state record could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -452,6 +454,21 @@ pub fn encode(p: &Partition) -> Vec<u8> {
             .collect(),
         observations_dropped: iv.outcomes.dropped,
         kinds_ignored: iv.outcomes.kinds_ignored,
+        monitor_next: p.monitor.next_at,
+        monitor_cohorts: p
+            .monitor
+            .cohorts
+            .iter()
+            .map(|c| pb::MonitorCohort {
+                at: c.at,
+                accounts: c.accounts.clone(),
+                scores: c.scores.clone(),
+                bands: c.bands.clone(),
+            })
+            .collect(),
+        monitor_churned: p.monitor.tally.churned.to_vec(),
+        monitor_retained: p.monitor.tally.retained.to_vec(),
+        monitor_at_risk: p.monitor.tally.at_risk.to_vec(),
     }
     .encode_to_vec()
 }
@@ -629,6 +646,35 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     for k in s.intervention_kinds {
         outcomes.kinds.insert(k.kind.into(), kind_from(&k.values)?);
     }
+    let mut monitor = Monitor::new();
+    monitor.next_at = s.monitor_next;
+    let (t, mc) = (&mut monitor.tally, "monitor tally");
+    if s.monitor_churned.len() != t.churned.len()
+        || s.monitor_retained.len() != t.retained.len()
+        || s.monitor_at_risk.len() != t.at_risk.len()
+    {
+        return Err(StateError::Malformed(mc));
+    }
+    t.churned.copy_from_slice(&s.monitor_churned);
+    t.retained.copy_from_slice(&s.monitor_retained);
+    t.at_risk.copy_from_slice(&s.monitor_at_risk);
+    for c in s.monitor_cohorts {
+        let ok = c.scores.len() == c.accounts.len()
+            && c.bands.len() == c.accounts.len()
+            && c.accounts.windows(2).all(|w| w[0] < w[1])
+            && c.accounts.last().is_none_or(|&a| (a as usize) < n)
+            && c.scores.iter().all(|&x| x <= 100 || x == u8::MAX)
+            && c.bands.iter().all(|&b| b <= 2);
+        if !ok {
+            return Err(StateError::Malformed("monitor cohort"));
+        }
+        monitor.cohorts.push_back(Cohort {
+            at: c.at,
+            accounts: c.accounts,
+            scores: c.scores,
+            bands: c.bands,
+        });
+    }
     Ok(Partition::from_parts(
         model,
         accounts,
@@ -638,5 +684,6 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         stats,
         months,
         Interventions::from_parts(kinds, pending, outcomes),
+        monitor,
     ))
 }

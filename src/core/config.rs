@@ -266,6 +266,8 @@ pub struct ModelConfig {
     pub factors: Factors,
     pub alerts: AlertRules,
     pub limits: Limits,
+    /// Live model monitoring (`vitals_model_*`).
+    pub monitor: super::monitor::MonitorConfig,
 }
 
 impl Default for ModelConfig {
@@ -278,6 +280,7 @@ impl Default for ModelConfig {
             factors: Factors::default(),
             alerts: AlertRules::default(),
             limits: Limits::default(),
+            monitor: Default::default(),
         }
     }
 }
@@ -334,6 +337,12 @@ impl ModelConfig {
         }
         if f.survey_prior_weight.is_nan() || f.survey_prior_weight <= 0.0 {
             p.push("model.factors.survey_prior_weight: must be > 0".into());
+        }
+        if self.monitor.horizon_days == 0 {
+            p.push("model.monitor.horizon_days: must be ≥ 1".into());
+        }
+        if self.monitor.every_days == 0 {
+            p.push("model.monitor.every_days: must be ≥ 1".into());
         }
         let a = &self.alerts;
         if a.reevaluate_every_hours == 0 {

@@ -22,6 +22,7 @@ pub mod account;
 pub mod config;
 pub mod event;
 pub mod interventions;
+pub mod monitor;
 pub mod partition;
 pub mod portfolio;
 pub mod score;

@@ -30,6 +30,7 @@ use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Publis
 use super::config::{ModelConfig, Scorecard};
 use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
 use super::interventions::Interventions;
+use super::monitor::Monitor;
 use super::portfolio::{Contribution, Portfolio};
 use super::score::{self, evaluate, next_band, round1, Evaluation, Factor};
 use super::signal::{Alert, AlertKind, CausedBy, Health, OverrideView, Signal, UpsellSignal};
@@ -186,6 +187,8 @@ pub struct Partition {
     pub portfolio: Portfolio,
     /// Touchpoint observations and their outcomes.
     pub interventions: Interventions,
+    /// Live model monitoring: cohorts and their churn labels.
+    pub monitor: Monitor,
     /// Score on every event, even usage that cannot change the score
     /// (for tests that check skipping changes nothing).
     pub rescore_every_event: bool,
@@ -203,6 +206,7 @@ impl PartialEq for Partition {
             && self.stats == o.stats
             && self.portfolio == o.portfolio
             && self.interventions == o.interventions
+            && self.monitor == o.monitor
     }
 }
 
@@ -224,6 +228,7 @@ impl Partition {
             stats: Stats::default(),
             portfolio: Portfolio::default(),
             interventions: Interventions::default(),
+            monitor: Monitor::new(),
             rescore_every_event: false,
         }
     }
@@ -242,8 +247,10 @@ impl Partition {
         stats: Stats,
         portfolio_months: PortfolioMonths,
         interventions: Interventions,
+        monitor: Monitor,
     ) -> Self {
         let mut p = Partition::new(model);
+        p.monitor = monitor;
         p.portfolio = Portfolio::restore(
             portfolio_months.month,
             portfolio_months
@@ -428,6 +435,8 @@ impl Partition {
         let wm = self.watermark();
         self.fire_due(wm, out);
         self.interventions.close_due(wm, &self.accounts);
+        self.monitor
+            .roll(wm, &self.accounts, &self.model.cfg.monitor);
     }
 
     /// Folds one event. Signals it caused (and timers it let fire) are
@@ -529,6 +538,9 @@ impl Partition {
                 | EventKind::SubscriptionRenewed { .. }
                 | EventKind::SubscriptionCancelled { .. }
         ) {
+            if let EventKind::SubscriptionCancelled { .. } = ev.kind {
+                self.monitor.cancelled(idx, ev.time);
+            }
             // Monthly flows, judged from the account before the event.
             let acc = &self.accounts[idx];
             let seg = self.labels.get(acc.segment).unwrap_or("");
@@ -578,6 +590,8 @@ impl Partition {
         let wm = self.watermark();
         self.fire_due(wm, out);
         self.interventions.close_due(wm, &self.accounts);
+        self.monitor
+            .roll(wm, &self.accounts, &self.model.cfg.monitor);
         outcome
     }
 

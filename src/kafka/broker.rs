@@ -43,7 +43,7 @@ impl EmbeddedBroker {
             cluster,
             partitions,
         };
-        for t in topics::all() {
+        for t in topics::all().into_iter().chain([topics::SHADOW]) {
             b.create_topic(t, partitions)?;
         }
         Ok(b)

@@ -75,6 +75,9 @@ pub trait Observer: Send + Sync {
     /// A batch was folded; `touched` are accounts whose health was
     /// published in it (all accounts after a restore).
     fn batch(&self, _partition: u32, _part: &Partition, _touched: &[&str], _status: &Status) {}
+    /// After [`batch`](Self::batch), the shadow scorecard's fold, when one
+    /// runs.
+    fn shadow(&self, _partition: u32, _shadow: &Partition) {}
     /// The partition was released.
     fn revoked(&self, _partition: u32) {}
 }
@@ -98,6 +101,8 @@ pub struct Status {
 struct Shared {
     cfg: Config,
     model: Arc<Model>,
+    /// The shadow scorecard, when one runs.
+    shadow: Option<Arc<Model>>,
     /// Input topics then the repartition topic: the sequencer's sources.
     sources: Vec<String>,
     formats: Vec<Format>,
@@ -117,6 +122,7 @@ impl Shared {
             OutTopic::Upsell => &n.upsell,
             OutTopic::Dlq => &n.dlq,
             OutTopic::Repartition => &n.repartition,
+            OutTopic::Shadow => &n.shadow,
         }
     }
 
@@ -370,8 +376,13 @@ pub fn run(
         .set("message.timeout.ms", "0")
         .set("queue.buffering.max.messages", "1000000");
     let producer: FutureProducer = pc.create()?;
+    if let Some(sh) = &cfg.shadow {
+        let id = Model::new(sh.clone()).id;
+        info!(shadow = %id, topic = %topics.shadow, "shadow scorecard: scored beside the live one, published only to its topic and metrics");
+    }
     let shared = Arc::new(Shared {
         model: Arc::new(Model::new(cfg.model.clone())),
+        shadow: cfg.shadow.clone().map(|m| Arc::new(Model::new(m))),
         sources,
         formats,
         partitions,
@@ -613,6 +624,9 @@ pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
         t.upsell.as_str(),
         t.dlq.as_str(),
     ]);
+    if cfg.shadow.is_some() {
+        names.push(t.shadow.as_str());
+    }
     let mut counts = Vec::new();
     let mut missing = Vec::new();
     for n in names {
@@ -914,6 +928,9 @@ impl Worker {
             shared
                 .observer
                 .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+            if let Some(sh) = &fold.shadow {
+                shared.observer.shadow(p, sh);
+            }
         }
         let epoch = Instant::now();
         let wall = || epoch.elapsed().as_millis() as Ts;
@@ -1000,6 +1017,9 @@ impl Worker {
                 shared
                     .observer
                     .batch(p, &fold.part, &ids, &self.status(&fold, &seq, false));
+                if let Some(sh) = &fold.shadow {
+                    shared.observer.shadow(p, sh);
+                }
                 for s in fold.scores.drain(..) {
                     metrics::histogram!(crate::readside::names::EVALUATED_SCORE).record(s);
                 }
@@ -1075,6 +1095,7 @@ impl Worker {
                 metrics::counter!("vitals_events_total", "topic" => topic.clone(), "type" => "", "outcome" => "invalid").increment(1);
                 metrics::counter!("vitals_dlq_total", "topic" => topic).increment(1);
             }
+            OutTopic::Shadow => metrics::counter!("vitals_shadow_published_total").increment(1),
             OutTopic::Repartition => {
                 metrics::counter!("vitals_repartitioned_total").increment(1);
                 warn!(partition = self.p, to = o.partition, "record on the wrong input partition (producer partitioner is not murmur2?); re-routed to its owner");
@@ -1238,6 +1259,7 @@ impl Worker {
         // The partition stalls only for the copy; encoding and writing
         // happen on the writer thread.
         let copy = fold.part.clone();
+        let shadow = fold.shadow.clone();
         let stall = start.elapsed();
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
         let cursor = cursor.to_string();
@@ -1261,7 +1283,8 @@ impl Worker {
                     return;
                 }
             }
-            let bytes = snapshot::encode(&copy, p, next, &cursor, created);
+            let bytes =
+                snapshot::encode_with_shadow(&copy, shadow.as_ref(), p, next, &cursor, created);
             let stored = store.put(p, next, &bytes).and_then(|name| {
                 store.retain(p, keep)?;
                 Ok(name)
@@ -1299,8 +1322,11 @@ impl Worker {
         let shared = &self.shared;
         let p = self.p;
         let reader = Reader::new(shared)?;
-        let mut marks = [None; 4];
+        let mut marks = [None; 5];
         for (i, t) in OutTopic::TRACKED.iter().enumerate() {
+            if *t == OutTopic::Shadow && shared.shadow.is_none() {
+                continue;
+            }
             let topic = shared.out_topic(*t);
             marks[i] = reader.last(topic, p, provenance_of)?.flatten();
         }
@@ -1313,11 +1339,11 @@ impl Worker {
                 warn!(partition = p, error = %e, "cannot list snapshots; rebuilding from the log");
                 Vec::new()
             }) {
-                let loaded = store
-                    .get(p, &name)
-                    .and_then(|b| snapshot::decode(&b, shared.model.clone()));
+                let loaded = store.get(p, &name).and_then(|b| {
+                    snapshot::decode_with_shadow(&b, shared.model.clone(), shared.shadow.clone())
+                });
                 match loaded {
-                    Ok((meta, part))
+                    Ok((meta, part, shadow))
                         if meta.partition == p
                             && meta.next_offset >= low
                             && meta.next_offset <= high
@@ -1325,11 +1351,13 @@ impl Worker {
                                 == meta.cursor =>
                     {
                         info!(partition = p, snapshot = %name, next_offset = meta.next_offset, accounts = meta.accounts, "restored from snapshot; replaying the log's tail");
-                        fold = Some(FoldWorker::resume_at(p, part, marks, meta.next_offset));
+                        let mut f = FoldWorker::resume_at(p, part, marks, meta.next_offset);
+                        f.shadow = shadow;
+                        fold = Some(f);
                         last_cursor = meta.cursor;
                         break;
                     }
-                    Ok((meta, _)) => warn!(
+                    Ok((meta, _, _)) => warn!(
                         partition = p, snapshot = %name, next_offset = meta.next_offset, log_start = low, log_end = high,
                         "snapshot does not match {topic}[{p}] (another cluster's log, or history deleted by retention); trying an older one"
                     ),
@@ -1339,8 +1367,11 @@ impl Worker {
                 }
             }
         }
-        let mut fold =
-            fold.unwrap_or_else(|| FoldWorker::new(p, Partition::new(shared.model.clone()), marks));
+        let mut fold = fold.unwrap_or_else(|| {
+            let mut f = FoldWorker::new(p, Partition::new(shared.model.clone()), marks);
+            f.shadow = shared.shadow.clone().map(Partition::new);
+            f
+        });
         fold.format = shared.out_format;
         let low = fold.next_offset().unwrap_or(low);
         if low == 0 || fold.next_offset().is_some() {

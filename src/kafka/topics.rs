@@ -12,6 +12,9 @@ pub const DLQ: &str = "vitals.dlq";
 pub const SEQUENCED: &str = "vitals.sequenced";
 /// Internal: records that arrived on the wrong input partition.
 pub const REPARTITION: &str = "vitals.repartition";
+/// The shadow scorecard's health records and alerts (only written when a
+/// `[shadow]` scorecard is configured; `vitals broker` creates it too).
+pub const SHADOW: &str = "vitals.shadow";
 
 /// Every topic the service reads or writes, inputs first.
 pub fn all() -> Vec<&'static str> {

@@ -289,17 +289,24 @@ pub enum OutTopic {
     Upsell = 2,
     Dlq = 3,
     Repartition = 4,
+    /// The shadow scorecard's health records and alerts.
+    Shadow = 5,
 }
 
 impl OutTopic {
     /// The topics whose tails tell what is already published.
-    pub const TRACKED: [OutTopic; 4] = [
+    pub const TRACKED: [OutTopic; 5] = [
         OutTopic::Health,
         OutTopic::AtRisk,
         OutTopic::Upsell,
         OutTopic::Dlq,
+        OutTopic::Shadow,
     ];
 }
+
+/// Per tracked topic (in [`OutTopic::TRACKED`] order), the provenance of
+/// the last record already published.
+pub type Marks = [Option<(i64, u32)>; 5];
 
 /// Output encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,6 +314,31 @@ pub enum OutFormat {
     #[default]
     Json,
     Protobuf,
+}
+
+impl OutFormat {
+    /// A signal's topic, key and encoded value.
+    fn encode(self, s: &Signal) -> (OutTopic, &str, Vec<u8>) {
+        match (s, self) {
+            (Signal::Health(h), OutFormat::Json) => {
+                (OutTopic::Health, &h.account_id, output::health_json(h))
+            }
+            (Signal::Health(h), OutFormat::Protobuf) => {
+                (OutTopic::Health, &h.account_id, output::health_proto(h))
+            }
+            (Signal::Alert(a), f) => (
+                match a.kind {
+                    AlertKind::UpsellOpportunity => OutTopic::Upsell,
+                    _ => OutTopic::AtRisk,
+                },
+                &a.account_id,
+                match f {
+                    OutFormat::Json => output::alert_json(a),
+                    OutFormat::Protobuf => output::alert_proto(a),
+                },
+            ),
+        }
+    }
 }
 
 /// An output record to produce, in order, to `partition` of `topic`.
@@ -357,9 +389,12 @@ pub struct FoldWorker {
     pub partition: u32,
     pub part: Partition,
     pub format: OutFormat,
-    /// Per tracked topic, the provenance of the last record already
-    /// published (outputs at or below it are suppressed).
-    published: [Option<(i64, u32)>; 4],
+    /// A shadow scorecard folding the same records: its health and alerts
+    /// go to [`OutTopic::Shadow`] only.
+    pub shadow: Option<Partition>,
+    /// Per topic (`OutTopic as usize`), the provenance of the last record
+    /// already published (outputs at or below it are suppressed).
+    published: [Option<(i64, u32)>; 6],
     /// Next sequenced offset expected.
     next_offset: Option<i64>,
     signals: Vec<Signal>,
@@ -385,11 +420,16 @@ pub struct OffsetGap {
 impl FoldWorker {
     /// `published[t]`: the provenance of the last record on tracked topic
     /// `OutTopic::TRACKED[t]`, partition `partition`.
-    pub fn new(partition: u32, part: Partition, published: [Option<(i64, u32)>; 4]) -> Self {
+    pub fn new(partition: u32, part: Partition, marks: Marks) -> Self {
+        let mut published = [None; 6];
+        for (t, m) in OutTopic::TRACKED.iter().zip(marks) {
+            published[*t as usize] = m;
+        }
         FoldWorker {
             partition,
             part,
             format: OutFormat::Json,
+            shadow: None,
             published,
             next_offset: None,
             signals: Vec::new(),
@@ -402,12 +442,7 @@ impl FoldWorker {
 
     /// A worker continuing from a snapshot of its state taken before
     /// sequenced offset `next_offset`.
-    pub fn resume_at(
-        partition: u32,
-        part: Partition,
-        published: [Option<(i64, u32)>; 4],
-        next_offset: i64,
-    ) -> Self {
+    pub fn resume_at(partition: u32, part: Partition, published: Marks, next_offset: i64) -> Self {
         let mut w = FoldWorker::new(partition, part, published);
         w.next_offset = Some(next_offset);
         w
@@ -454,8 +489,14 @@ impl FoldWorker {
                     headers,
                 }
             };
+        let mut shadow_signals = Vec::new();
         match rec {
-            Sequenced::Tick { time } => self.part.advance(*time, &mut self.signals),
+            Sequenced::Tick { time } => {
+                self.part.advance(*time, &mut self.signals);
+                if let Some(sh) = &mut self.shadow {
+                    sh.advance(*time, &mut shadow_signals);
+                }
+            }
             Sequenced::Event {
                 format,
                 value,
@@ -463,6 +504,9 @@ impl FoldWorker {
             } => match codec::decode(*format, value) {
                 Ok(ev) => {
                     let outcome = self.part.apply(&ev, &mut self.signals);
+                    if let Some(sh) = &mut self.shadow {
+                        sh.apply(&ev, &mut shadow_signals);
+                    }
                     let topic = source.as_ref().map_or("", |s| s.topic.as_str());
                     let key = (topic.to_string(), ev.type_name(), outcome.as_str());
                     *self.tally.entry(key).or_default() += 1;
@@ -501,25 +545,7 @@ impl FoldWorker {
             if let Signal::Health(h) = &s {
                 self.scores.push(h.score);
             }
-            let (topic, key, value) = match (&s, self.format) {
-                (Signal::Health(h), OutFormat::Json) => {
-                    (OutTopic::Health, &h.account_id, output::health_json(h))
-                }
-                (Signal::Health(h), OutFormat::Protobuf) => {
-                    (OutTopic::Health, &h.account_id, output::health_proto(h))
-                }
-                (Signal::Alert(a), f) => (
-                    match a.kind {
-                        AlertKind::UpsellOpportunity => OutTopic::Upsell,
-                        _ => OutTopic::AtRisk,
-                    },
-                    &a.account_id,
-                    match f {
-                        OutFormat::Json => output::alert_json(a),
-                        OutFormat::Protobuf => output::alert_proto(a),
-                    },
-                ),
-            };
+            let (topic, key, value) = self.format.encode(&s);
             out.push(OutputRecord {
                 topic,
                 partition: p,
@@ -530,8 +556,23 @@ impl FoldWorker {
                 headers: vec![(headers::SCORECARD, scorecard.clone())],
             });
         }
+        if let Some(sh) = &self.shadow {
+            let scorecard = sh.model.id.to_string();
+            for s in shadow_signals {
+                let (_, key, value) = self.format.encode(&s);
+                out.push(OutputRecord {
+                    topic: OutTopic::Shadow,
+                    partition: p,
+                    key: Some(key.as_bytes().to_vec()),
+                    value,
+                    provenance: offset,
+                    index: 0,
+                    headers: vec![(headers::SCORECARD, scorecard.clone())],
+                });
+            }
+        }
         // Number the outputs per topic, then drop what was published.
-        let mut next_index = [0u32; 5];
+        let mut next_index = [0u32; 6];
         let mut kept = start;
         for i in start..out.len() {
             let t = out[i].topic as usize;
@@ -610,7 +651,7 @@ mod tests {
         v
     }
 
-    fn worker(marks: [Option<(i64, u32)>; 4]) -> FoldWorker {
+    fn worker(marks: Marks) -> FoldWorker {
         FoldWorker::new(
             0,
             Partition::new(Arc::new(Model::new(ModelConfig::default()))),
@@ -629,7 +670,7 @@ mod tests {
     #[test]
     fn outputs_equal_the_replay_fold_with_provenance() {
         let log = log();
-        let out = run(&mut worker([None; 4]), &log, 0);
+        let out = run(&mut worker([None; 5]), &log, 0);
         // The same fold as replay: health and alerts in order.
         let mut p = Partition::new(Arc::new(Model::new(ModelConfig::default())));
         let mut sig = Vec::new();
@@ -693,13 +734,13 @@ mod tests {
     #[test]
     fn recovery_suppresses_exactly_what_was_published() {
         let log = log();
-        let all = run(&mut worker([None; 4]), &log, 0);
+        let all = run(&mut worker([None; 5]), &log, 0);
         // A crash after any prefix of each topic's records (topics are
         // delivered independently), including in the middle of one
         // offset's outputs.
         let n = all.len();
         for cut in [0usize, 1, 7, n / 3, n / 2, n - 2, n - 1] {
-            let mut marks = [None; 4];
+            let mut marks = [None; 5];
             let mut published = Vec::new();
             for (t, topic) in OutTopic::TRACKED.iter().enumerate() {
                 let mine: Vec<_> = all.iter().filter(|o| o.topic == *topic).collect();
@@ -751,7 +792,7 @@ mod tests {
     #[test]
     fn an_offset_gap_is_refused() {
         let log = log();
-        let mut w = worker([None; 4]);
+        let mut w = worker([None; 5]);
         let mut out = Vec::new();
         w.on_record(5, &log[0], &mut out).unwrap();
         assert_eq!(

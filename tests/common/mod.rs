@@ -219,13 +219,24 @@ pub struct Replayed {
 }
 
 pub fn replay(dir: &Path, p: i32, log: &[Rec]) -> Replayed {
+    replay_with(dir, p, log, Config::default().model, "replay")
+}
+
+/// [`replay`] with another model config, into `dir/<name>-<p>`.
+pub fn replay_with(
+    dir: &Path,
+    p: i32,
+    log: &[Rec],
+    model: vitals::core::ModelConfig,
+    name: &str,
+) -> Replayed {
     let input = dir.join(format!("sequenced-{p}.jsonl"));
     std::fs::write(&input, replay_input(log)).unwrap();
-    let out = dir.join(format!("replay-{p}"));
+    let out = dir.join(format!("{name}-{p}"));
     let summary = vitals::replay::replay(&vitals::replay::Options {
         input,
         out: out.clone(),
-        model: Config::default().model,
+        model,
         progress: false,
     })
     .expect("replay");
