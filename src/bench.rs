@@ -237,3 +237,168 @@ pub fn snapshot(
         restore_secs: load_secs + tail_secs,
     })
 }
+
+/// `vitals bench limits`: the state bounds under hostile input, at the
+/// sizes of issue 7 — one account flooded with distinct ids, and many
+/// accounts with one event each.
+#[derive(Debug, Serialize)]
+pub struct LimitsReport {
+    /// Distinct user ids, feature names and ticket ids sent to one account.
+    pub flood_ids: u64,
+    pub flood_events: u64,
+    /// What the account keeps (the configured caps).
+    pub flood_users_kept: u64,
+    pub flood_features_kept: u64,
+    pub flood_open_tickets_kept: u64,
+    pub flood_users_evicted: u64,
+    pub flood_features_evicted: u64,
+    pub flood_tickets_evicted: u64,
+    /// The account's heap parts after the flood (users, features, tickets;
+    /// from capacities, before allocator overhead).
+    pub flood_account_heap_bytes: u64,
+    /// RSS growth over the whole flood (the duplicate memory, capped at
+    /// `limits.dedup_max_ids`, is most of it).
+    pub flood_rss_growth_bytes: u64,
+    pub flood_dedup_ids: u64,
+    pub flood_secs: f64,
+    /// Distinct accounts, one `usage.login` each.
+    pub accounts: u64,
+    pub accounts_rss_growth_bytes: u64,
+    pub bytes_per_account: f64,
+    pub accounts_dedup_ids: u64,
+    pub accounts_secs: f64,
+    /// The most one account's state can hold under the default limits
+    /// (see [`worst_case_account_bytes`]).
+    pub worst_case_account_bytes: u64,
+}
+
+/// An upper bound of one account's state in bytes under `limits`, before
+/// allocator overhead: the account struct; its id (≤ `MAX_ID_CHARS`
+/// characters, 4 bytes each in UTF-8); `max_users` user entries (8 B),
+/// `max_features` feature entries (12 B), `max_open_tickets` tickets and
+/// `max_unpaid_invoices` invoices; MRR history (one entry per day for 92
+/// days); the support and survey parts; the active override and
+/// `AUDIT_KEEP` ended ones, each with a reason (≤ `MAX_TEXT_CHARS`), an
+/// author (≤ `MAX_LABEL_CHARS`) and an event id (≤ `MAX_ID_CHARS`); and
+/// the live model monitor's open cohort entries (6 B each). Vector
+/// headers of 16 B each are included. Partition-wide structures (the
+/// account index, timer queue, duplicate memory, labels) are not: they are
+/// bounded per partition by `max_labels` and `dedup_max_ids`, and per
+/// account by a few words.
+pub fn worst_case_account_bytes(cfg: &ModelConfig) -> u64 {
+    use crate::codec::raw::{MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TEXT_CHARS};
+    use crate::core::account::{
+        Account, Extras, OverrideAudit, Support, Surveys, Ticket, Unpaid, AUDIT_KEEP,
+    };
+    use std::mem::size_of;
+    let l = &cfg.limits;
+    let m = &cfg.monitor;
+    let text = |chars: usize| 4 * chars;
+    let override_strings = text(MAX_TEXT_CHARS) + text(MAX_LABEL_CHARS) + text(MAX_ID_CHARS);
+    let cohorts = (m.horizon_days / m.every_days.max(1) + 1) as usize;
+    let b = size_of::<Account>()
+        + text(MAX_ID_CHARS)
+        + 16
+        + l.max_users as usize * 8
+        + 16
+        + l.max_features as usize * 12
+        + size_of::<Support>()
+        + 16
+        + l.max_open_tickets as usize * size_of::<Ticket>()
+        + 16
+        + l.max_unpaid_invoices as usize * size_of::<Unpaid>()
+        + 16
+        + 92 * 16
+        + size_of::<Surveys>()
+        + size_of::<Extras>()
+        + AUDIT_KEEP * size_of::<OverrideAudit>()
+        + (AUDIT_KEEP + 1) * override_strings
+        + cohorts * 6;
+    b as u64
+}
+
+/// Runs both floods with the default limits.
+pub fn limits(flood_ids: u64, accounts: u64) -> LimitsReport {
+    let start = Instant::now();
+    let model = Arc::new(Model::new(ModelConfig::default()));
+    let mut part = Partition::new(model.clone());
+    let mut out = Vec::new();
+    let t0: i64 = 1_767_225_600_000; // 2026-01-01
+    let mut line = String::with_capacity(256);
+    let mut apply = |part: &mut Partition, line: &str| {
+        // The lines are built here, so they decode.
+        if let Ok(e) = crate::codec::json::decode(line.as_bytes()) {
+            part.apply(&e, &mut out);
+            out.clear();
+        }
+    };
+    use std::fmt::Write as _;
+    let before = rss_bytes().unwrap_or(0);
+    let mut events = 0u64;
+    for i in 0..flood_ids {
+        // 100 events a second of event time: the flood spans days, so the
+        // duplicate memory's time window does not hide the id cap.
+        let t = crate::codec::timefmt::format(t0 + i as i64 * 10);
+        line.clear();
+        let _ = write!(
+            line,
+            r#"{{"id":"u{i}","account_id":"victim","type":"usage.feature","time":"{t}","user_id":"user-{i}","feature":"feature-{i}"}}"#
+        );
+        apply(&mut part, &line);
+        line.clear();
+        let _ = write!(
+            line,
+            r#"{{"id":"t{i}","account_id":"victim","type":"ticket.opened","time":"{t}","ticket_id":"ticket-{i}","priority":"low"}}"#
+        );
+        apply(&mut part, &line);
+        events += 2;
+    }
+    let after = rss_bytes().unwrap_or(0);
+    let flood_secs = start.elapsed().as_secs_f64();
+    let (users, features, tickets, heap) = part.account("victim").map_or((0, 0, 0, 0), |a| {
+        let tickets = a.support.as_ref().map_or(0, |s| s.open_tickets.len());
+        let heap = a.users.capacity() * 8
+            + a.features.capacity() * 12
+            + a.support.as_ref().map_or(0, |s| {
+                s.open_tickets.capacity() * std::mem::size_of::<crate::core::account::Ticket>()
+            });
+        (a.users.len(), a.features.len(), tickets, heap)
+    });
+    let l = part.stats.limits;
+    let flood_dedup_ids = part.dedup.order.len() as u64;
+    drop(part);
+
+    let start2 = Instant::now();
+    let mut part = Partition::new(model);
+    let before2 = rss_bytes().unwrap_or(0);
+    for i in 0..accounts {
+        let t = crate::codec::timefmt::format(t0 + (i / 1000) as i64);
+        line.clear();
+        let _ = write!(
+            line,
+            r#"{{"id":"l{i}","account_id":"acct-{i}","type":"usage.login","time":"{t}","user_id":"u"}}"#
+        );
+        apply(&mut part, &line);
+    }
+    let after2 = rss_bytes().unwrap_or(0);
+    LimitsReport {
+        flood_ids,
+        flood_events: events,
+        flood_users_kept: users as u64,
+        flood_features_kept: features as u64,
+        flood_open_tickets_kept: tickets as u64,
+        flood_users_evicted: l.users_evicted,
+        flood_features_evicted: l.features_evicted,
+        flood_tickets_evicted: l.tickets_evicted,
+        flood_account_heap_bytes: heap as u64,
+        flood_rss_growth_bytes: after.saturating_sub(before),
+        flood_dedup_ids,
+        flood_secs,
+        accounts,
+        accounts_rss_growth_bytes: after2.saturating_sub(before2),
+        bytes_per_account: after2.saturating_sub(before2) as f64 / accounts.max(1) as f64,
+        accounts_dedup_ids: part.dedup.order.len() as u64,
+        accounts_secs: start2.elapsed().as_secs_f64(),
+        worst_case_account_bytes: worst_case_account_bytes(&ModelConfig::default()),
+    }
+}

@@ -199,6 +199,15 @@ enum BenchCmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// State bounds under hostile input: one account flooded with
+    /// distinct user, feature and ticket ids, then many accounts with one
+    /// event each (RSS growth; default limits).
+    Limits {
+        #[arg(long, default_value_t = 1_000_000)]
+        flood_ids: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        accounts: u64,
+    },
 }
 
 fn env_map() -> BTreeMap<String, String> {
@@ -448,6 +457,13 @@ fn run(cli: Cli) -> Result<()> {
             seed,
         }) => {
             let r = vitals::bench::memory(accounts, days, seed);
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Cmd::Bench(BenchCmd::Limits {
+            flood_ids,
+            accounts,
+        }) => {
+            let r = vitals::bench::limits(flood_ids, accounts);
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Demo(o) => demo(o)?,
