@@ -312,6 +312,37 @@ impl Ctx {
         Ok(())
     }
 
+    /// Joins the workers whose threads ended without being released (an
+    /// error) and records the failure.
+    fn reap_failed_workers(&self) {
+        let ended: Vec<(u32, WorkerHandle)> = {
+            let mut w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            let done: Vec<u32> = w
+                .iter()
+                .filter(|(_, h)| h.thread.is_finished())
+                .map(|(p, _)| *p)
+                .collect();
+            done.into_iter()
+                .filter_map(|p| w.remove(&p).map(|h| (p, h)))
+                .collect()
+        };
+        for (p, h) in ended {
+            let e = match h.thread.join() {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => ServiceError::Partition {
+                    partition: p,
+                    message: "worker stopped unexpectedly".into(),
+                },
+                Err(_) => ServiceError::Partition {
+                    partition: p,
+                    message: "worker panicked".into(),
+                },
+            };
+            error!(partition = p, error = %e, "partition worker failed; stopping the service");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    }
+
     /// Stops the workers of `parts`: each drains (folds what it appended,
     /// delivers every output, commits) before this returns.
     fn release(&self, shared: &Arc<Shared>, parts: &[u32]) {
@@ -444,6 +475,10 @@ pub fn run(
             let lag = last_lag.elapsed() > Duration::from_secs(1);
             if lag {
                 last_lag = Instant::now();
+                // A worker that stopped by itself failed: the service stops
+                // (non-zero exit; a restart recovers exactly once) rather
+                // than run on with a partition nobody folds.
+                consumer.context().reap_failed_workers();
             }
             report_positions(&consumer, &shared, &routes, &mut announced, lag);
         }
@@ -869,18 +904,44 @@ impl Worker {
             }
         }
         let timeout = Duration::from_secs(30);
-        let done = (|| {
-            if tpl.count() > 0 {
-                if let Some(meta) = self.consumer.group_metadata() {
-                    t.send_offsets_to_transaction(&tpl, &meta, timeout)?;
-                }
+        if tpl.count() > 0 {
+            if let Some(meta) = self.consumer.group_metadata() {
+                self.txn_retry("send offsets", || {
+                    t.send_offsets_to_transaction(&tpl, &meta, timeout)
+                })?;
             }
-            let start = Instant::now();
-            t.commit_transaction(timeout)?;
-            metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
-            t.begin_transaction()
-        })();
-        done.map_err(|e| self.err(format!("kafka.transactions: commit failed: {e}")))
+        }
+        let start = Instant::now();
+        self.txn_retry("commit", || t.commit_transaction(timeout))?;
+        metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
+        t.begin_transaction()
+            .map_err(|e| self.err(format!("kafka.transactions: begin failed: {e}")))
+    }
+
+    /// Runs a transaction call, retrying it (with backoff, up to about a
+    /// minute) while the error is retriable — a broker or coordinator
+    /// briefly unavailable. Other errors fail the partition: an abortable
+    /// or fatal transaction error leaves outputs that only a restart's
+    /// provenance check can reconcile.
+    fn txn_retry(
+        &self,
+        what: &str,
+        mut call: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+    ) -> Result<(), ServiceError> {
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1.. {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 30 => {
+                    metrics::counter!("vitals_transaction_retries_total").increment(1);
+                    warn!(partition = self.p, attempt, error = %e, "kafka.transactions: {what} failed with a retriable error; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(self.err(format!("kafka.transactions: {what} failed: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     fn run(mut self, cursor: Cursor, rx: Receiver<Input>) -> Result<(), ServiceError> {
@@ -900,9 +961,9 @@ impl Worker {
         let restored_in = started.elapsed();
         metrics::histogram!("vitals_restore_seconds").record(restored_in.as_secs_f64());
         if let Some(t) = &self.txn {
-            t.commit_transaction(Duration::from_secs(30))
-                .and_then(|()| t.begin_transaction())
-                .map_err(|e| self.err(format!("kafka.transactions: commit failed: {e}")))?;
+            self.txn_retry("commit", || t.commit_transaction(Duration::from_secs(30)))?;
+            t.begin_transaction()
+                .map_err(|e| self.err(format!("kafka.transactions: begin failed: {e}")))?;
         }
         let n = shared.partitions;
         let mut seq = Sequencer::resume(
