@@ -277,7 +277,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     t.flush()?;
                 }
-                let events = simulate::generate(&o);
+                let events = simulate::stream(&o);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;

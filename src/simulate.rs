@@ -774,18 +774,36 @@ pub fn simulate(
 
 /// Generates the events in memory (for tests and benchmarks).
 pub fn generate(o: &SimOptions) -> Vec<Event<'static>> {
-    let mut accts: Vec<Acct> = (0..o.accounts).map(|i| Acct::new(i, o)).collect();
-    let mut all = Vec::new();
-    let mut day_events = Vec::new();
-    for day in 0..o.days {
-        day_events.clear();
+    stream(o).collect()
+}
+
+/// The same events as [`generate`], lazily: one day of events is in
+/// memory at a time, so a long simulation can be published (the load
+/// generator, the soak test) without holding it all.
+pub fn stream(o: &SimOptions) -> impl Iterator<Item = Event<'static>> + Send + 'static {
+    let o = o.clone();
+    let mut accts: Vec<Acct> = (0..o.accounts).map(|i| Acct::new(i, &o)).collect();
+    let mut day = 0;
+    let mut today = Vec::new().into_iter();
+    std::iter::from_fn(move || loop {
+        if let Some(e) = today.next() {
+            return Some(e);
+        }
+        if day >= o.days {
+            return None;
+        }
+        let mut day_events = Vec::new();
         for a in &mut accts {
-            a.day(day, o, &mut day_events);
+            a.day(day, &o, &mut day_events);
         }
         day_events.sort_by_key(|e| e.0);
-        all.extend(day_events.drain(..).map(|e| e.1));
-    }
-    all
+        today = day_events
+            .into_iter()
+            .map(|e| e.1)
+            .collect::<Vec<_>>()
+            .into_iter();
+        day += 1;
+    })
 }
 
 /// The ground truth without generating events.
