@@ -137,6 +137,15 @@ pub struct SnapshotReport {
     /// encodes and writes the copy on another thread): the partition
     /// stalls this long.
     pub stall_secs: f64,
+    /// The longest single event the partition folded while the copy was
+    /// being encoded and written (copy-on-write of account chunks makes
+    /// some events slower), over the tail.
+    pub longest_event_secs: f64,
+    /// The longest single event of the day before the snapshot (no copy
+    /// alive): what the fold's own timers and re-scores cost at most.
+    pub longest_event_before_secs: f64,
+    /// Tail events folded before the writer finished.
+    pub events_during_write: u64,
     /// Encoding the copy (off the partition's thread).
     pub encode_secs: f64,
     /// Writing the file (temp file, fsync, rename), off the partition's
@@ -183,6 +192,8 @@ pub fn snapshot(
     let mut tail = Vec::new();
     let mut head_events = 0u64;
     let mut head_secs = 0.0;
+    // The longest event of the day before the snapshot: the baseline.
+    let mut longest_event_before_secs = 0f64;
     for day in 0..days {
         for i in 0..sim.accounts() {
             if day + tail_days >= days {
@@ -190,27 +201,58 @@ pub fn snapshot(
                 continue;
             }
             sim.account_day(i, day, &mut buf);
-            let t = Instant::now();
             for e in buf.drain(..) {
+                let t = Instant::now();
                 part.apply(&e, &mut out);
                 out.clear();
                 head_events += 1;
+                let took = t.elapsed().as_secs_f64();
+                head_secs += took;
+                if day + tail_days + 1 >= days {
+                    longest_event_before_secs = longest_event_before_secs.max(took);
+                }
             }
-            head_secs += t.elapsed().as_secs_f64();
         }
     }
+    // The cut: what the service does on the partition's thread.
     let t = Instant::now();
-    let copy = part.clone();
+    let copy = part.snapshot_copy();
     let stall_secs = t.elapsed().as_secs_f64();
-    drop(part);
-    let t = Instant::now();
-    let bytes = crate::snapshot::encode(&copy, 0, head_events as i64, "", 0);
-    let encode_secs = t.elapsed().as_secs_f64();
-    let part = copy;
+    // Encoding and writing happen on another thread, as in the service,
+    // while the partition folds on (the tail): each event's time is the
+    // partition's stall, copy-on-write of the accounts included.
     let store = DirStore::new(dir);
-    let t = Instant::now();
-    let name = store.put(0, head_events as i64, &bytes)?;
-    let write_secs = t.elapsed().as_secs_f64();
+    let writer = {
+        let store = DirStore::new(dir);
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let bytes = crate::snapshot::encode(&copy, 0, head_events as i64, "", 0);
+            let encode_secs = t.elapsed().as_secs_f64();
+            drop(copy);
+            let t = Instant::now();
+            let name = store.put(0, head_events as i64, &bytes);
+            (bytes.len(), encode_secs, t.elapsed().as_secs_f64(), name)
+        })
+    };
+    let mut longest_event_secs = 0f64;
+    let mut events_during_write = 0u64;
+    for e in &tail {
+        let t = Instant::now();
+        part.apply(e, &mut out);
+        out.clear();
+        longest_event_secs = longest_event_secs.max(t.elapsed().as_secs_f64());
+        if !writer.is_finished() {
+            events_during_write += 1;
+        }
+    }
+    let (size, encode_secs, write_secs, name) =
+        writer
+            .join()
+            .map_err(|_| crate::snapshot::SnapshotError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("snapshot writer panicked"),
+            })?;
+    let name = name?;
     drop(part);
     let t = Instant::now();
     let loaded = store.get(0, &name)?;
@@ -228,9 +270,12 @@ pub fn snapshot(
         events: head_events + tail.len() as u64,
         full_replay_secs: head_secs + tail_secs,
         stall_secs,
+        longest_event_secs,
+        longest_event_before_secs,
+        events_during_write,
         encode_secs,
         write_secs,
-        size_bytes: bytes.len() as u64,
+        size_bytes: size as u64,
         load_secs,
         tail_events: tail.len() as u64,
         tail_secs,

@@ -33,7 +33,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use super::account::{Account, NEVER};
+use super::account::NEVER;
+use super::accounts::Accounts;
 use super::time::{day_of, Ts, MS_PER_DAY};
 
 /// Outcome horizons, in days after the touchpoint.
@@ -260,14 +261,7 @@ impl Interventions {
     /// A touchpoint of `kind` on account `idx` at `time`, seen *before* it
     /// is applied to the account. `seed` (a hash of the event) picks where
     /// the search for controls starts.
-    pub fn touchpoint(
-        &mut self,
-        kind: &str,
-        idx: usize,
-        time: Ts,
-        seed: u64,
-        accounts: &[Account],
-    ) {
+    pub fn touchpoint(&mut self, kind: &str, idx: usize, time: Ts, seed: u64, accounts: &Accounts) {
         let k = match self.kinds.iter().position(|n| &**n == kind) {
             Some(k) => k,
             None if self.kinds.len() < MAX_KINDS => {
@@ -363,13 +357,13 @@ impl Interventions {
     /// Resolves every observation whose horizon the watermark `wm` has
     /// passed. One comparison when none is due.
     #[inline]
-    pub fn close_due(&mut self, wm: Ts, accounts: &[Account]) {
+    pub fn close_due(&mut self, wm: Ts, accounts: &Accounts) {
         if wm >= self.next_due {
             self.close(wm, accounts);
         }
     }
 
-    fn close(&mut self, wm: Ts, accounts: &[Account]) {
+    fn close(&mut self, wm: Ts, accounts: &Accounts) {
         for h in 0..2 {
             while let Some(&o) = self.pending[h].front() {
                 if o.start + horizon_ms(h) > wm {
@@ -387,7 +381,7 @@ impl Interventions {
         self.update_due();
     }
 
-    fn resolve(&mut self, o: &Observation, h: usize, accounts: &[Account]) {
+    fn resolve(&mut self, o: &Observation, h: usize, accounts: &Accounts) {
         let Some(name) = self.kinds.get(o.kind as usize) else {
             return;
         };

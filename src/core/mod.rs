@@ -19,6 +19,7 @@
 //! - [`config`]: the model's configuration (scorecards, rules, limits).
 
 pub mod account;
+pub mod accounts;
 pub mod config;
 pub mod event;
 pub mod interventions;

@@ -30,7 +30,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{Account, NEVER};
+use super::account::NEVER;
+use super::accounts::Accounts;
 use super::event::Band;
 use super::time::{Ts, MS_PER_DAY};
 
@@ -183,7 +184,7 @@ impl Monitor {
 
     /// Takes the cohorts the watermark `wm` has passed and labels the
     /// entries whose horizon it has passed.
-    pub fn roll(&mut self, wm: Ts, accounts: &[Account], cfg: &MonitorConfig) {
+    pub fn roll(&mut self, wm: Ts, accounts: &Accounts, cfg: &MonitorConfig) {
         if wm == NEVER {
             return;
         }
@@ -254,7 +255,7 @@ impl Monitor {
     }
 }
 
-fn take(at: Ts, accounts: &[Account]) -> Cohort {
+fn take(at: Ts, accounts: &Accounts) -> Cohort {
     let mut c = Cohort {
         at,
         ..Default::default()

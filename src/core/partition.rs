@@ -27,6 +27,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet, HashTable};
 
 use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER};
+use super::accounts::Accounts;
 use super::config::{ModelConfig, Scorecard};
 use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
 use super::interventions::Interventions;
@@ -174,7 +175,7 @@ impl Model {
 #[derive(Debug, Clone)]
 pub struct Partition {
     pub model: Arc<Model>,
-    pub accounts: Vec<Account>,
+    pub accounts: Accounts,
     index: HashTable<u32>,
     pub labels: Labels,
     pub dedup: Dedup,
@@ -218,7 +219,7 @@ impl Partition {
     pub fn new(model: Arc<Model>) -> Self {
         Partition {
             model,
-            accounts: Vec::new(),
+            accounts: Accounts::new(),
             index: HashTable::new(),
             labels: Labels::default(),
             dedup: Dedup::default(),
@@ -251,6 +252,7 @@ impl Partition {
     ) -> Self {
         let mut p = Partition::new(model);
         p.monitor = monitor;
+        let accounts: Accounts = accounts.into_iter().collect();
         p.portfolio = Portfolio::restore(
             portfolio_months.month,
             portfolio_months
@@ -265,17 +267,41 @@ impl Partition {
         p.dedup = dedup;
         p.max_time = max_time;
         p.stats = stats;
-        for acc in accounts {
-            let idx = p.accounts.len() as u32;
-            let h = account_hash(&acc.id);
+        p.accounts = accounts;
+        p.queued = vec![Ts::MAX; p.accounts.len()];
+        for idx in 0..p.accounts.len() {
+            let h = account_hash(&p.accounts[idx].id);
             let accs = &p.accounts;
             p.index
-                .insert_unique(h, idx, |&i| account_hash(&accs[i as usize].id));
-            p.accounts.push(acc);
-            p.queued.push(Ts::MAX);
-            p.schedule(idx as usize);
+                .insert_unique(h, idx as u32, |&i| account_hash(&accs[i as usize].id));
+            p.schedule(idx);
         }
         p
+    }
+
+    /// A copy of everything a snapshot encodes ([`crate::codec::state`]),
+    /// taken in microseconds: the accounts are shared copy-on-write (see
+    /// [`Accounts`]); the account index, timer queue and duplicate set are
+    /// left out (they are rebuilt on restore). Encode it; do not fold it.
+    pub fn snapshot_copy(&self) -> Partition {
+        Partition {
+            model: Arc::clone(&self.model),
+            accounts: self.accounts.clone(),
+            index: HashTable::new(),
+            labels: self.labels.clone(),
+            dedup: Dedup {
+                set: Default::default(),
+                order: self.dedup.order.clone(),
+            },
+            timers: BinaryHeap::new(),
+            queued: Vec::new(),
+            max_time: self.max_time,
+            stats: self.stats.clone(),
+            portfolio: self.portfolio.clone(),
+            interventions: self.interventions.clone(),
+            monitor: self.monitor.clone(),
+            rescore_every_event: self.rescore_every_event,
+        }
     }
 
     pub fn watermark(&self) -> Ts {

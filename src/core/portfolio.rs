@@ -296,7 +296,7 @@ impl Portfolio {
     pub fn restore<'a>(
         month: i32,
         months: impl IntoIterator<Item = (&'a str, i32, MonthFlows)>,
-        accounts: &[Account],
+        accounts: &super::accounts::Accounts,
         segment_name: impl Fn(u16) -> &'a str,
     ) -> Self {
         let mut p = Portfolio::default();

@@ -1319,8 +1319,8 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as i64);
         // The partition stalls only for the copy; encoding and writing
         // happen on the writer thread.
-        let copy = fold.part.clone();
-        let shadow = fold.shadow.clone();
+        let copy = fold.part.snapshot_copy();
+        let shadow = fold.shadow.as_ref().map(Partition::snapshot_copy);
         let stall = start.elapsed();
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
         let cursor = cursor.to_string();
