@@ -100,7 +100,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Snapshot files: `vitals snapshot inspect PATH`.
+    /// Snapshots: `vitals snapshot inspect PATH` (a file), `vitals snapshot
+    /// list --partition P` (the Kafka store).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// The embedded Kafka-protocol broker alone (librdkafka's mock cluster)
@@ -155,6 +156,18 @@ enum SnapshotCmd {
     /// Print a snapshot's partition, offsets, watermark, account count,
     /// size, format version and checksum status (JSON).
     Inspect { path: PathBuf },
+    /// The complete snapshots of a partition in the Kafka store, newest
+    /// first, each inspected like `inspect` does (JSON array).
+    List {
+        /// Kafka bootstrap servers, overriding kafka.brokers.
+        #[arg(long, env = "VITALS_BROKERS")]
+        brokers: Option<String>,
+        /// Config file (for the brokers, client settings and snapshot.topic).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        partition: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -393,7 +406,14 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!(
                 "embedded broker (librdkafka mock cluster) at {addr}: topics {} with {partitions} partitions each; \
                  at most 5 MiB kept per partition; Ctrl-C or SIGTERM stops it",
-                vitals::kafka::topics::all().join(", ")
+                vitals::kafka::topics::all()
+                    .into_iter()
+                    .chain([
+                        vitals::kafka::topics::SHADOW,
+                        vitals::kafka::topics::SNAPSHOTS
+                    ])
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             wait_for_shutdown()?;
             drop(b);
@@ -451,6 +471,37 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Demo(o) => demo(o)?,
+        Cmd::Snapshot(SnapshotCmd::List {
+            brokers,
+            config,
+            partition,
+        }) => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = brokers {
+                cfg.kafka.brokers = b;
+            }
+            let store = vitals::kafka::snapstore::KafkaStore::new(
+                &vitals::kafka::service::client_config(&cfg),
+                &cfg.snapshot.topic,
+                usize::try_from(cfg.snapshot.chunk_bytes).unwrap_or(usize::MAX),
+            )?;
+            use vitals::snapshot::SnapshotStore;
+            let mut out = Vec::new();
+            for name in store.list(partition)? {
+                let label = format!("kafka://{}/{partition}/{name}", cfg.snapshot.topic);
+                out.push(match store.get(partition, &name) {
+                    Ok(b) => vitals::snapshot::inspect_bytes(label, &b),
+                    Err(e) => vitals::snapshot::Inspection {
+                        path: label,
+                        size_bytes: 0,
+                        checksum_ok: !matches!(e, vitals::snapshot::SnapshotError::Checksum),
+                        error: Some(e.to_string()),
+                        meta: None,
+                    },
+                });
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
         Cmd::Snapshot(SnapshotCmd::Inspect { path }) => {
             let i = vitals::snapshot::inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&i)?);
