@@ -2,9 +2,13 @@
 //! newest-first listing of complete snapshots only (a missing chunk, a
 //! corrupt chunk and tombstones are skipped), exact gets, retention by
 //! tombstones, a second store (another instance) seeing the same, and
-//! `vitals snapshot list`.
+//! `vitals snapshot list`. Then the service: an instance with an empty
+//! disk restores what another instance left in the topic.
 
-use std::process::Command;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -247,4 +251,166 @@ fn kafka_store_lists_complete_snapshots_newest_first_and_retains_k() {
         .as_str()
         .unwrap()
         .starts_with("kafka://vitals.snapshots/1/"));
+}
+
+/// A `vitals run` config with snapshots in the Kafka store (small chunks,
+/// so a snapshot spans many records) and `dir` as the unused local dir.
+fn kafka_store_config(root: &Path, name: &str, addr: &str, dir: &Path) -> PathBuf {
+    let config = root.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"snap-kafka\"\n\
+             [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+             [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
+             [snapshot]\nstore = \"kafka\"\nchunk_bytes = 4096\nkeep = 2\ndir = \"{}\"\n\
+             interval_secs = 1\nevery_records = 500\n\
+             [http]\nlisten = \"127.0.0.1:0\"",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn simulate(addr: &str, accounts: u32, days: u32, seed: u64, start: &str) {
+    let ok = common::vitals()
+        .args(["simulate", "--brokers", addr, "--start", start])
+        .args([
+            "--accounts",
+            &accounts.to_string(),
+            "--days",
+            &days.to_string(),
+        ])
+        .args(["--seed", &seed.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "simulate");
+}
+
+/// SIGTERM, then the exit status must be 0.
+fn stop(mut run: common::Proc, log: &Path) -> String {
+    let pid = run.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = run.0.wait().unwrap();
+    let text = plain(&std::fs::read_to_string(log).unwrap_or_default());
+    assert!(
+        exit.success(),
+        "vitals run exits 0 on SIGTERM: {exit:?}\n{text}"
+    );
+    text
+}
+
+/// The log without its ANSI colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut it = log.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_instance_with_an_empty_disk_restores_from_the_kafka_store() {
+    const P: i32 = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_broker, addr) = common::start_broker(P);
+    simulate(&addr, 30, 30, 11, "2025-01-06T00:00:00Z");
+
+    // Instance A folds everything, then hands off: its last snapshot of
+    // each partition goes to the topic, nothing to its local directory.
+    let dir_a = root.join("a-snapshots");
+    let log_a = root.join("a.log");
+    let run_a = common::start_run(&kafka_store_config(root, "a", &addr, &dir_a), &log_a);
+    common::wait_until("A sequenced everything", 60, || {
+        common::all_sequenced(&addr, P)
+    });
+    common::wait_until("A restored both partitions", 60, || {
+        let t = std::fs::read_to_string(&log_a).unwrap_or_default();
+        t.matches("partition restored").count() >= P as usize
+    });
+    let text_a = stop(run_a, &log_a);
+    assert!(
+        !text_a.contains("restored from snapshot"),
+        "A started with an empty store:\n{text_a}"
+    );
+    assert!(
+        text_a.matches("snapshot written").count() >= P as usize,
+        "{text_a}"
+    );
+    assert!(!dir_a.exists(), "the local directory is not used");
+    let store = KafkaStore::new(&client(&addr), topics::SNAPSHOTS, 4096).unwrap();
+    let mut handed_off = Vec::new();
+    for p in 0..P as u32 {
+        let names = store.list(p).unwrap();
+        assert!(
+            !names.is_empty() && names.len() <= 2,
+            "p{p}: keep = 2: {names:?}"
+        );
+        let meta = snapshot::parse(&store.get(p, &names[0]).unwrap())
+            .unwrap()
+            .0;
+        assert_eq!(meta.partition, p);
+        assert_eq!(
+            meta.next_offset,
+            common::high_watermark(&addr, "vitals.sequenced", p as i32),
+            "the hand-off snapshot of p{p} is at the end of its log"
+        );
+        assert!(meta.accounts > 0);
+        handed_off.push(meta.next_offset);
+    }
+
+    // More events arrive while no instance runs.
+    simulate(&addr, 30, 10, 12, "2025-03-01T00:00:00Z");
+
+    // Instance B, another empty directory: restores both partitions from
+    // the topic and replays only the tail.
+    let dir_b = root.join("b-snapshots");
+    let log_b = root.join("b.log");
+    let run_b = common::start_run(&kafka_store_config(root, "b", &addr, &dir_b), &log_b);
+    common::wait_until("B restored both partitions", 60, || {
+        let t = std::fs::read_to_string(&log_b).unwrap_or_default();
+        t.matches("partition restored").count() >= P as usize
+    });
+    common::wait_until("B sequenced everything", 60, || {
+        common::all_sequenced(&addr, P)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let text_b = stop(run_b, &log_b);
+    assert_eq!(
+        text_b.matches("restored from snapshot").count(),
+        P as usize,
+        "B restored every partition from the Kafka store:\n{text_b}"
+    );
+    for (p, next) in handed_off.iter().enumerate() {
+        let needle = format!("next_offset={next}");
+        assert!(
+            text_b.lines().any(|l| l.contains("restored from snapshot")
+                && l.contains(&format!("partition={p}"))
+                && l.contains(&needle)),
+            "p{p} restored from A's hand-off at {next}:\n{text_b}"
+        );
+    }
+    assert!(!dir_b.exists(), "the local directory is not used");
+
+    // And the outputs are what a replay of the log gives: nothing lost or
+    // published twice across the hand-off.
+    let (inputs, outputs) = common::assert_exactly_once(&addr, P, root);
+    assert!(inputs > 1_000 && outputs > 100, "{inputs} {outputs}");
 }
