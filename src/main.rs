@@ -187,6 +187,22 @@ enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The Kafka snapshot store on the embedded broker: put, then list +
+    /// get from another instance, of every partition's snapshot.
+    SnapshotKafka {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Enough that one partition's snapshot fits the embedded broker's
+        /// 5 MiB per partition (about 800 bytes per account).
+        #[arg(long, default_value_t = 24)]
+        partitions: u32,
+        #[arg(long, default_value_t = 524_288)]
+        chunk_bytes: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Simulated events through the embedded broker and the whole service:
     /// events/s, then event-to-alert latency at half that rate.
     E2e {
@@ -460,6 +476,22 @@ fn run(cli: Cli) -> Result<()> {
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
             let r = vitals::bench::snapshot(accounts, days, tail_days, seed, &dir)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Cmd::Bench(BenchCmd::SnapshotKafka {
+            accounts,
+            days,
+            partitions,
+            chunk_bytes,
+            seed,
+        }) => {
+            let r = vitals::kafka::bench::snapshot_store(
+                accounts,
+                days,
+                partitions,
+                seed,
+                chunk_bytes,
+            )?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Bench(BenchCmd::Memory {
