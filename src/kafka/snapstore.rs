@@ -367,6 +367,9 @@ impl KafkaStore {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
+            // Retention may move the log start while a scan begins: read
+            // from what is left rather than jump to the end.
+            .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760");
