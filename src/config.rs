@@ -40,8 +40,17 @@ pub struct Config {
 pub struct SnapshotConfig {
     /// Take snapshots (recovery then replays only the log's tail).
     pub enabled: bool,
+    /// Where: `dir` (a local directory) or `kafka` (a topic, so any
+    /// instance can restore any partition).
+    pub store: String,
     /// Directory of the local store (`<dir>/p<partition>/<offset>.snap`).
     pub dir: String,
+    /// Topic of the Kafka store: the inputs' partition count, snapshots of
+    /// partition p in partition p, `cleanup.policy=compact`.
+    pub topic: String,
+    /// Largest chunk record of the Kafka store (a snapshot is split into
+    /// chunks of at most this many bytes).
+    pub chunk_bytes: u64,
     /// A snapshot at least this often (wall clock) while records flow.
     pub interval_secs: u64,
     /// ... or after this many sequenced records, whichever comes first.
@@ -54,13 +63,20 @@ impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             enabled: true,
+            store: "dir".into(),
             dir: "vitals-snapshots".into(),
+            topic: crate::kafka::topics::SNAPSHOTS.into(),
+            chunk_bytes: crate::kafka::snapstore::DEFAULT_CHUNK_BYTES as u64,
             interval_secs: 60,
             every_records: 1_000_000,
             keep: 3,
         }
     }
 }
+
+/// Bounds of `snapshot.chunk_bytes`.
+const MIN_CHUNK_BYTES: u64 = 1024;
+const MAX_CHUNK_BYTES: u64 = 900 * 1024;
 
 /// `[kafka]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,8 +372,38 @@ impl Config {
                 ));
             }
         }
-        if self.snapshot.enabled && self.snapshot.dir.trim().is_empty() {
-            p.push("snapshot.dir: must name a directory when snapshot.enabled".into());
+        let snap = &self.snapshot;
+        match snap.store.as_str() {
+            "dir" => {
+                if snap.enabled && snap.dir.trim().is_empty() {
+                    p.push("snapshot.dir: must name a directory when snapshot.enabled".into());
+                }
+            }
+            "kafka" => {
+                if snap.topic.trim().is_empty() {
+                    p.push(
+                        "snapshot.topic: must name a topic when snapshot.store = \"kafka\"".into(),
+                    );
+                }
+                let shadow = [("shadow", t.shadow.as_str())];
+                let clash = names.iter().chain(&shadow).find(|(_, n)| *n == snap.topic);
+                if let Some((key, _)) = clash {
+                    p.push(format!(
+                        "snapshot.topic: {:?} is also kafka.topics.{key}; the snapshot topic must be its own",
+                        snap.topic
+                    ));
+                }
+            }
+            other => p.push(format!(
+                "snapshot.store: {other:?} must be \"dir\" or \"kafka\""
+            )),
+        }
+        if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&snap.chunk_bytes) {
+            p.push(format!(
+                "snapshot.chunk_bytes: {} must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES} \
+                 (a chunk, its key and headers must fit Kafka's default 1 MB message.max.bytes)",
+                snap.chunk_bytes
+            ));
         }
         if self.snapshot.keep == 0 {
             p.push("snapshot.keep: must be at least 1".into());
@@ -493,6 +539,34 @@ mod tests {
         .to_string();
         assert!(err.contains("model.scorecard.bands.healthy_at"), "{err}");
         assert!(err.contains("model.factors.inactivity_days"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_store_settings_are_checked() {
+        let cfg = Config::from_toml(
+            "[snapshot]\nstore = \"kafka\"\ntopic = \"snaps\"\nchunk_bytes = 4096\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.snapshot.store.as_str(), cfg.snapshot.topic.as_str()),
+            ("kafka", "snaps")
+        );
+        let err = Config::from_toml(
+            "[snapshot]\nstore = \"s3\"\nchunk_bytes = 2000000\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("snapshot.store: \"s3\""), "{err}");
+        assert!(err.contains("snapshot.chunk_bytes: 2000000"), "{err}");
+        let err = Config::from_toml(
+            "[snapshot]\nstore = \"kafka\"\ntopic = \"vitals.health\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("also kafka.topics.health"), "{err}");
     }
 
     #[test]

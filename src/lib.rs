@@ -13,6 +13,8 @@
 //! - [`config`]: the service's TOML configuration, with validation that
 //!   reports every problem at once.
 //! - [`kafka`]: Kafka adapters — the embedded broker, the partitioner.
+//! - [`snapshot`]: the snapshot format and the store interface with its
+//!   directory store; the Kafka-topic store is [`kafka::snapstore`].
 //! - [`readside`]: the current health of every owned account, published
 //!   per batch by the partition workers for the API and `/metrics`.
 //! - [`http`]: the HTTP listener — `/metrics`, `/healthz`, `/readyz` and

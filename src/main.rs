@@ -100,7 +100,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Snapshot files: `vitals snapshot inspect PATH`.
+    /// Snapshots: `vitals snapshot inspect PATH` (a file), `vitals snapshot
+    /// list --partition P` (the Kafka store).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// The embedded Kafka-protocol broker alone (librdkafka's mock cluster)
@@ -155,6 +156,18 @@ enum SnapshotCmd {
     /// Print a snapshot's partition, offsets, watermark, account count,
     /// size, format version and checksum status (JSON).
     Inspect { path: PathBuf },
+    /// The complete snapshots of a partition in the Kafka store, newest
+    /// first, each inspected like `inspect` does (JSON array).
+    List {
+        /// Kafka bootstrap servers, overriding kafka.brokers.
+        #[arg(long, env = "VITALS_BROKERS")]
+        brokers: Option<String>,
+        /// Config file (for the brokers, client settings and snapshot.topic).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        partition: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +186,22 @@ enum BenchCmd {
         /// Where to write the snapshot (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// The Kafka snapshot store on the embedded broker: put, then list +
+    /// get from another instance, of every partition's snapshot.
+    SnapshotKafka {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Enough that one partition's snapshot fits the embedded broker's
+        /// 5 MiB per partition (about 800 bytes per account).
+        #[arg(long, default_value_t = 24)]
+        partitions: u32,
+        #[arg(long, default_value_t = 524_288)]
+        chunk_bytes: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Simulated events through the embedded broker and the whole service:
     /// events/s, then event-to-alert latency at half that rate.
@@ -402,7 +431,14 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!(
                 "embedded broker (librdkafka mock cluster) at {addr}: topics {} with {partitions} partitions each; \
                  at most 5 MiB kept per partition; Ctrl-C or SIGTERM stops it",
-                vitals::kafka::topics::all().join(", ")
+                vitals::kafka::topics::all()
+                    .into_iter()
+                    .chain([
+                        vitals::kafka::topics::SHADOW,
+                        vitals::kafka::topics::SNAPSHOTS
+                    ])
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             wait_for_shutdown()?;
             drop(b);
@@ -451,6 +487,22 @@ fn run(cli: Cli) -> Result<()> {
             let r = vitals::bench::snapshot(accounts, days, tail_days, seed, &dir)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
+        Cmd::Bench(BenchCmd::SnapshotKafka {
+            accounts,
+            days,
+            partitions,
+            chunk_bytes,
+            seed,
+        }) => {
+            let r = vitals::kafka::bench::snapshot_store(
+                accounts,
+                days,
+                partitions,
+                seed,
+                chunk_bytes,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
         Cmd::Bench(BenchCmd::Memory {
             accounts,
             days,
@@ -467,6 +519,37 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Demo(o) => demo(o)?,
+        Cmd::Snapshot(SnapshotCmd::List {
+            brokers,
+            config,
+            partition,
+        }) => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = brokers {
+                cfg.kafka.brokers = b;
+            }
+            let store = vitals::kafka::snapstore::KafkaStore::new(
+                &vitals::kafka::service::client_config(&cfg),
+                &cfg.snapshot.topic,
+                usize::try_from(cfg.snapshot.chunk_bytes).unwrap_or(usize::MAX),
+            )?;
+            use vitals::snapshot::SnapshotStore;
+            let mut out = Vec::new();
+            for name in store.list(partition)? {
+                let label = format!("kafka://{}/{partition}/{name}", cfg.snapshot.topic);
+                out.push(match store.get(partition, &name) {
+                    Ok(b) => vitals::snapshot::inspect_bytes(label, &b),
+                    Err(e) => vitals::snapshot::Inspection {
+                        path: label,
+                        size_bytes: 0,
+                        checksum_ok: !matches!(e, vitals::snapshot::SnapshotError::Checksum),
+                        error: Some(e.to_string()),
+                        meta: None,
+                    },
+                });
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
         Cmd::Snapshot(SnapshotCmd::Inspect { path }) => {
             let i = vitals::snapshot::inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&i)?);

@@ -68,6 +68,23 @@ pub enum SnapshotError {
     },
     #[error("snapshot state: {0}")]
     State(#[from] state::StateError),
+    #[error("snapshot store {topic}{}: {source}", partition.map(|p| format!("[{p}]")).unwrap_or_default())]
+    Kafka {
+        topic: String,
+        partition: Option<u32>,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("snapshot store {topic}[{partition}]: no record for {secs} s while reading at offset {offset}")]
+    ReadTimeout {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        secs: u64,
+    },
+    #[error("snapshot {name} is not in the store")]
+    NotFound { name: String },
+    #[error("snapshot {name} is incomplete or corrupt in the store: {reason}")]
+    Incomplete { name: String, reason: String },
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, SnapshotError> {
@@ -271,8 +288,8 @@ pub fn decode_with_shadow(
     Ok((meta, part, shadow))
 }
 
-/// Where snapshots live. One small interface so a Kafka-topic store can sit
-/// beside the directory store.
+/// Where snapshots live. One small interface: the directory store below
+/// and the Kafka-topic store ([`crate::kafka::snapstore::KafkaStore`]).
 pub trait SnapshotStore: Send + Sync {
     /// Stores a snapshot of `partition` taken at `next_offset`.
     fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError>;
@@ -359,15 +376,21 @@ pub struct Inspection {
 /// Reads a snapshot file's metadata and checks it.
 pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     let bytes = io(path, fs::read(path))?;
-    let (meta, error) = match parse(&bytes) {
+    Ok(inspect_bytes(path.display().to_string(), &bytes))
+}
+
+/// A snapshot's metadata and checks, from its bytes (`path` names it:
+/// a file, or a store's snapshot).
+pub fn inspect_bytes(path: String, bytes: &[u8]) -> Inspection {
+    let (meta, error) = match parse(bytes) {
         Ok((m, _)) => (Some(m), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    Ok(Inspection {
-        path: path.display().to_string(),
+    Inspection {
+        path,
         size_bytes: bytes.len() as u64,
         checksum_ok: !matches!(error.as_deref(), Some(e) if e.starts_with("checksum")),
         error,
         meta,
-    })
+    }
 }

@@ -142,17 +142,20 @@ fn port_of(addr: &str) -> u16 {
 }
 
 /// The topic names of the default config, every field of
-/// `[kafka.topics]` (so a topic added to the struct is checked too).
+/// `[kafka.topics]` (so a topic added to the struct is checked too), and
+/// the Kafka snapshot store's `snapshot.topic`.
 fn config_topics() -> BTreeSet<String> {
-    let t = toml::Value::try_from(Config::default().kafka.topics).unwrap();
-    let names: BTreeSet<String> = t
+    let cfg = Config::default();
+    let t = toml::Value::try_from(cfg.kafka.topics).unwrap();
+    let mut names: BTreeSet<String> = t
         .as_table()
         .unwrap()
         .values()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    // SPEC §2's ten topics and the shadow scorecard's.
-    assert_eq!(names.len(), 11, "eleven topics: {names:?}");
+    names.insert(cfg.snapshot.topic);
+    // SPEC §2's ten topics, the shadow scorecard's and the snapshots'.
+    assert_eq!(names.len(), 12, "twelve topics: {names:?}");
     names
 }
 
@@ -423,6 +426,8 @@ fn compose_creates_exactly_the_configured_topics_all_alike() {
     };
     let t = Config::default().kafka.topics;
     assert!(settings(&t.health).contains("cleanup.policy=compact"));
+    // The snapshot store retires snapshots with tombstones.
+    assert!(settings(&Config::default().snapshot.topic).contains("cleanup.policy=compact"));
     // The fold is rebuilt from vitals.sequenced; the last record of each
     // output partition is the provenance mark (deploy/README.md).
     for keep in [&t.sequenced, &t.at_risk, &t.upsell, &t.dlq] {

@@ -334,3 +334,142 @@ pub fn e2e(o: &E2eOptions) -> Result<E2eReport, BenchError> {
         latency_phase_folded: (progress.total.load(Ordering::SeqCst) - before) as u64,
     })
 }
+
+/// `vitals bench snapshot-kafka`: what the Kafka snapshot store costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotStoreReport {
+    pub accounts: u64,
+    pub days: u32,
+    pub partitions: u32,
+    pub chunk_bytes: u64,
+    /// Every partition's snapshot together.
+    pub total_bytes: u64,
+    pub largest_bytes: u64,
+    pub chunks: u64,
+    /// `put` of every partition's snapshot, one after another (each
+    /// returns once all its chunks are acknowledged).
+    pub put_secs: f64,
+    pub put_mb_per_sec: f64,
+    /// Another instance (a fresh store, empty index): `list` (a scan of
+    /// the partition, checksums included) then `get` of the newest, for
+    /// every partition, one after another.
+    pub list_get_secs: f64,
+    pub list_get_mb_per_sec: f64,
+    /// `retain` right after a `put` (this instance's index is current).
+    pub retain_secs: f64,
+}
+
+/// Folds `accounts` simulated accounts over `days` into `partitions`
+/// partitions (murmur2 of the account id, as the service owns them),
+/// then puts every partition's snapshot into the Kafka store of an
+/// embedded broker and reads them back from a fresh store.
+///
+/// The embedded broker keeps at most 5 MiB per partition: choose enough
+/// partitions that one snapshot fits (about 800 bytes per account), or the
+/// read-back finds it incomplete and fails.
+pub fn snapshot_store(
+    accounts: u32,
+    days: u32,
+    partitions: u32,
+    seed: u64,
+    chunk_bytes: usize,
+) -> Result<SnapshotStoreReport, BenchError> {
+    use crate::core::{Model, ModelConfig};
+    use crate::snapshot::{self, SnapshotStore};
+
+    let model = Arc::new(Model::new(ModelConfig {
+        allowed_lateness_secs: 86_400,
+        ..ModelConfig::default()
+    }));
+    let mut parts: Vec<Partition> = (0..partitions)
+        .map(|_| Partition::new(model.clone()))
+        .collect();
+    let mut sim = Simulation::new(&SimOptions {
+        accounts,
+        days,
+        seed,
+        ..Default::default()
+    });
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    for day in 0..days {
+        for i in 0..sim.accounts() {
+            sim.account_day(i, day, &mut buf);
+            for e in buf.drain(..) {
+                let p = super::partitioner::partition_for(e.account_id.as_bytes(), partitions);
+                parts[p as usize].apply(&e, &mut out);
+                out.clear();
+            }
+        }
+    }
+    let snaps: Vec<Vec<u8>> = parts
+        .iter()
+        .enumerate()
+        .map(|(p, part)| snapshot::encode(part, p as u32, 1_000, "", 0))
+        .collect();
+    drop(parts);
+    let total: u64 = snaps.iter().map(|s| s.len() as u64).sum();
+    let largest = snaps.iter().map(|s| s.len() as u64).max().unwrap_or(0);
+    let chunks: u64 = snaps
+        .iter()
+        .map(|s| s.len().div_ceil(chunk_bytes.max(1)) as u64)
+        .sum();
+
+    let broker = EmbeddedBroker::start(1, partitions)?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", broker.bootstrap_servers());
+    let store = super::snapstore::KafkaStore::new(&client, super::topics::SNAPSHOTS, chunk_bytes)
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    let t = Instant::now();
+    for (p, s) in snaps.iter().enumerate() {
+        store
+            .put(p as u32, 1_000, s)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+    }
+    let put_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for p in 0..partitions {
+        store
+            .retain(p, 3)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+    }
+    let retain_secs = t.elapsed().as_secs_f64();
+
+    let fresh = super::snapstore::KafkaStore::new(&client, super::topics::SNAPSHOTS, chunk_bytes)
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    let t = Instant::now();
+    for (p, s) in snaps.iter().enumerate() {
+        let names = fresh
+            .list(p as u32)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+        let newest = names.first().ok_or_else(|| {
+            BenchError::Other(format!(
+                "partition {p}: no complete snapshot read back ({} bytes; the embedded broker keeps 5 MiB per partition: use more partitions)",
+                s.len()
+            ))
+        })?;
+        let got = fresh
+            .get(p as u32, newest)
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+        if got != *s {
+            return Err(BenchError::Other(format!(
+                "partition {p}: read back other bytes"
+            )));
+        }
+    }
+    let list_get_secs = t.elapsed().as_secs_f64();
+    let mb = total as f64 / 1e6;
+    Ok(SnapshotStoreReport {
+        accounts: accounts as u64,
+        days,
+        partitions,
+        chunk_bytes: chunk_bytes as u64,
+        total_bytes: total,
+        largest_bytes: largest,
+        chunks,
+        put_secs,
+        put_mb_per_sec: mb / put_secs.max(1e-9),
+        list_get_secs,
+        list_get_mb_per_sec: mb / list_get_secs.max(1e-9),
+        retain_secs,
+    })
+}

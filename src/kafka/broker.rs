@@ -31,9 +31,9 @@ pub enum BrokerError {
 }
 
 impl EmbeddedBroker {
-    /// Starts `brokers` mock brokers and creates every SPEC topic with
-    /// `partitions` partitions (inputs, internal and outputs alike, as
-    /// co-partitioning requires).
+    /// Starts `brokers` mock brokers and creates every SPEC topic, the
+    /// shadow and the snapshot store's topic with `partitions` partitions
+    /// (inputs, internal and outputs alike, as co-partitioning requires).
     pub fn start(brokers: u32, partitions: u32) -> Result<Self, BrokerError> {
         if !(1..=1024).contains(&partitions) {
             return Err(BrokerError::Partitions(partitions));
@@ -43,7 +43,10 @@ impl EmbeddedBroker {
             cluster,
             partitions,
         };
-        for t in topics::all().into_iter().chain([topics::SHADOW]) {
+        for t in topics::all()
+            .into_iter()
+            .chain([topics::SHADOW, topics::SNAPSHOTS])
+        {
             b.create_topic(t, partitions)?;
         }
         Ok(b)

@@ -12,5 +12,6 @@ pub mod partitioner;
 pub mod publish;
 pub mod sequencer;
 pub mod service;
+pub mod snapstore;
 pub mod topics;
 pub mod worker;

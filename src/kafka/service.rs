@@ -50,6 +50,7 @@ use crate::core::{Model, Partition, Ts};
 use crate::snapshot::{self, DirStore, SnapshotStore};
 
 use super::sequencer::{Cursor, Decision, Sequencer, SequencerConfig, SourceRecord};
+use super::snapstore::KafkaStore;
 use super::topics::check_co_partitioned;
 use super::worker::{
     headers, provenance_of, FoldWorker, OutFormat, OutTopic, OutputRecord, Sequenced,
@@ -64,6 +65,8 @@ pub enum ServiceError {
     Topics(String),
     #[error("partition {partition}: {message}")]
     Partition { partition: u32, message: String },
+    #[error("{0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
 }
 
 /// What a worker tells the rest of the process (read side, metrics, demo).
@@ -424,10 +427,7 @@ pub fn run(
         } else {
             OutFormat::Json
         },
-        snapshots: cfg
-            .snapshot
-            .enabled
-            .then(|| Arc::new(DirStore::new(&cfg.snapshot.dir)) as Arc<dyn SnapshotStore>),
+        snapshots: snapshot_store(cfg)?,
         cfg: cfg.clone(),
     });
     let ctx = Ctx {
@@ -644,6 +644,25 @@ fn transactional_producer(cfg: &Config, id: &str) -> Result<FutureProducer, Serv
     Ok(p)
 }
 
+/// The snapshot store `[snapshot]` asks for, if snapshots are enabled.
+pub fn snapshot_store(cfg: &Config) -> Result<Option<Arc<dyn SnapshotStore>>, ServiceError> {
+    let s = &cfg.snapshot;
+    if !s.enabled {
+        return Ok(None);
+    }
+    Ok(Some(if s.store == "kafka" {
+        info!(topic = %s.topic, chunk_bytes = s.chunk_bytes, keep = s.keep, "snapshots in a kafka topic");
+        Arc::new(KafkaStore::new(
+            &client_config(cfg),
+            &s.topic,
+            usize::try_from(s.chunk_bytes).unwrap_or(usize::MAX),
+        )?)
+    } else {
+        info!(dir = %s.dir, keep = s.keep, "snapshots in a local directory");
+        Arc::new(DirStore::new(&s.dir))
+    }))
+}
+
 /// Verifies every topic exists and all are co-partitioned; returns the
 /// partition count.
 pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
@@ -661,6 +680,10 @@ pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
     ]);
     if cfg.shadow.is_some() {
         names.push(t.shadow.as_str());
+    }
+    // Snapshots of partition p live in partition p of the store's topic.
+    if cfg.snapshot.enabled && cfg.snapshot.store == "kafka" {
+        names.push(cfg.snapshot.topic.as_str());
     }
     let mut counts = Vec::new();
     let mut missing = Vec::new();

@@ -15,6 +15,9 @@ pub const REPARTITION: &str = "vitals.repartition";
 /// The shadow scorecard's health records and alerts (only written when a
 /// `[shadow]` scorecard is configured; `vitals broker` creates it too).
 pub const SHADOW: &str = "vitals.shadow";
+/// The Kafka snapshot store's topic (`snapshot.topic`; used only with
+/// `snapshot.store = "kafka"`; `vitals broker` creates it too).
+pub const SNAPSHOTS: &str = "vitals.snapshots";
 
 /// Every topic the service reads or writes, inputs first.
 pub fn all() -> Vec<&'static str> {
