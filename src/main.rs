@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(long, default_value = "2025-01-06T00:00:00Z")]
         start: String,
         /// Persona weights: steady,silent_churner,support_heavy,payment_trouble,expanding,promoter,detractor.
-        #[arg(long, value_delimiter = ',', num_args = 7)]
+        #[arg(long, value_delimiter = ',', num_args = 1..=7)]
         mix: Option<Vec<f64>>,
         /// Where to write the events ("-" = stdout).
         #[arg(long, default_value = "-")]
@@ -251,6 +251,9 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             if let Some(m) = mix {
+                if m.len() != 7 {
+                    bail!("--mix: give 7 weights (steady,silent_churner,support_heavy,payment_trouble,expanding,promoter,detractor), got {}", m.len());
+                }
                 if m.iter().any(|w| w.is_nan() || *w < 0.0) || m.iter().sum::<f64>() <= 0.0 {
                     bail!("--mix: weights must be ≥ 0 and not all 0");
                 }
