@@ -19,7 +19,8 @@
 //!   the account API (`/v1/accounts`).
 //! - [`replay`]: `vitals replay` — fold a JSONL log offline.
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
-//! - [`backtest`]: how well scores and alerts predict churn on a log.
+//! - [`backtest`]: how well scores and alerts predict churn on a log
+//!   (`vitals backtest`; one or two scorecards in one pass).
 //! - [`bench`]: `vitals bench` measurements (memory per account).
 //!
 //! Dependencies point one way: `core` ← `codec` ← everything else.
