@@ -21,6 +21,8 @@
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
 //! - [`backtest`]: how well scores and alerts predict churn on a log
 //!   (`vitals backtest`; one or two scorecards in one pass).
+//! - [`calibrate`]: `vitals calibrate` — fit weights and band thresholds
+//!   to a log's outcomes, write a loadable config, compare on held-out data.
 //! - [`bench`]: `vitals bench` measurements (memory per account).
 //!
 //! Dependencies point one way: `core` ← `codec` ← everything else.
@@ -46,6 +48,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod calibrate;
 pub mod codec;
 pub mod config;
 pub mod core;

@@ -119,6 +119,43 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Fit component weights and band thresholds to the outcomes in a log;
+    /// write the calibrated config and compare it with the base on the
+    /// held-out part of the log.
+    Calibrate {
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the calibrated config (TOML, the whole [model] section).
+        #[arg(long)]
+        out: PathBuf,
+        /// The base config (TOML); default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// At-risk alerts per 100 accounts per month wanted (default: the
+        /// base config's load over the training part).
+        #[arg(long)]
+        target_alerts: Option<f64>,
+        /// A cancellation within this long after an evaluation time makes
+        /// the account a churner there.
+        #[arg(long, value_parser = duration, default_value = "60d")]
+        horizon: i64,
+        /// Interval between evaluation times.
+        #[arg(long, value_parser = duration, default_value = "7d")]
+        every: i64,
+        /// An at_risk alert is correct when a cancellation follows within this long.
+        #[arg(long, value_parser = duration, default_value = "90d")]
+        alert_window: i64,
+        /// Share of the log's time span to fit on (the rest is held out).
+        #[arg(long, default_value_t = 0.7)]
+        split: f64,
+        /// A segment gets its own scorecard with at least this many
+        /// churning accounts in the training part.
+        #[arg(long, default_value_t = 50)]
+        min_churners: u32,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshot files: `vitals snapshot inspect PATH`.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -398,6 +435,40 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", backtest::render(&r));
+            }
+        }
+        Cmd::Calibrate {
+            input,
+            out,
+            config,
+            target_alerts,
+            horizon,
+            every,
+            alert_window,
+            split,
+            min_churners,
+            json,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let c = vitals::calibrate::calibrate(
+                &input,
+                cfg.model,
+                &vitals::calibrate::Options {
+                    horizon,
+                    every,
+                    alert_window,
+                    split,
+                    target_alerts,
+                    min_churners,
+                },
+            )?;
+            std::fs::write(&out, &c.toml)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c.report)?);
+            } else {
+                print!("{}", vitals::calibrate::render(&c.report));
+                println!("\nwrote {} (version {})", out.display(), c.report.version);
             }
         }
         Cmd::Broker {
