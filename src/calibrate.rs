@@ -9,23 +9,33 @@
 //!    horizon ends before the cut (no outcome from the held-out part leaks
 //!    in); held-out ones start at or after the cut.
 //! 3. **Weights**: L2-regularised logistic regression of "churns" on the
-//!    standardised components, by Newton's method (deterministic, exact
-//!    sums in a fixed order). A lower score must mean more risk and weights
-//!    must be ≥ 0 (`ModelConfig` validation), so a component whose
-//!    coefficient comes out ≥ 0 (not protective) is dropped, the one with
-//!    the largest first, and the rest refitted. Weight `c` = −β_c / σ_c,
-//!    normalised to sum 1 and rounded to 4 decimals. The default scorecard
-//!    is fitted on all training observations; each segment with at least
-//!    `min_churners` distinct churning accounts in training gets its own.
+//!    standardised components, by Newton's method with step halving
+//!    (deterministic: sums in a fixed order). A lower score must mean more
+//!    risk and weights must be ≥ 0 (`ModelConfig` validation), so a
+//!    component whose coefficient comes out ≥ 0 (not protective) is
+//!    dropped, the one with the largest first, and the rest refitted.
+//!    Weight `c` = −β_c / σ_c, normalised to sum 1 and rounded to 4
+//!    decimals. The default scorecard is fitted on all training
+//!    observations. A segment with at least `min_churners` churning
+//!    accounts in training gets its own scorecard only if that wins on an
+//!    inner validation inside the training part (`choose_segments`):
+//!    scores from different weights are on different scales, so a segment
+//!    scorecard can rank its own accounts a little better and still spoil
+//!    the ranking across segments.
 //! 4. **Thresholds**: for each scorecard, `at_risk_below` is chosen so that
 //!    its at_risk alert load over the training part is closest to the
 //!    target, *measured by replaying* the training part with candidate
-//!    thresholds (all scorecards' candidates in the same lanes, coarse to
-//!    fine: 10…90 step 10, then ±4 step 1, then ±0.75 step 0.25). The gap
-//!    `healthy_at − at_risk_below` and `hysteresis` stay as in the base
-//!    scorecard (healthy_at capped at 100). The target defaults to the base
-//!    model's own load over the training part: the same work for the team,
-//!    better aimed.
+//!    thresholds (all scorecards' candidates in the same lanes): a grid
+//!    10, 25, …, 85, then three rounds of 3 points evenly inside the
+//!    bracket of the target (each round cuts it to a quarter: from 15
+//!    points wide to under 0.25). The load is not linear in the threshold
+//!    (it climbs steeply where many accounts' scores sit), so bisection,
+//!    not interpolation. The gap `healthy_at − at_risk_below` and
+//!    `hysteresis` stay as in the base scorecard (healthy_at capped at
+//!    100). The target defaults to the base model's own load over the
+//!    training part: the same work for the team, better aimed. A default
+//!    scorecard no account of the log uses (every segment has its own) is
+//!    calibrated on all accounts, in lanes without the segment scorecards.
 //! 5. **Held-out report**: the calibrated model replayed over the whole log;
 //!    both models measured on the held-out part only (evaluation times
 //!    after the cut; alerts raised after it; cancellations after it).
@@ -99,6 +109,8 @@ pub struct CardFit {
     pub training_alerts_per_100_accounts_per_month: Option<f64>,
     /// ... and the base model's over the same accounts.
     pub base_training_alerts_per_100_accounts_per_month: Option<f64>,
+    /// Every `at_risk_below` tried and its training load, ascending.
+    pub search: Vec<(f64, Option<f64>)>,
 }
 
 /// Observations in one part of the split.
@@ -129,6 +141,8 @@ pub struct CalibrationReport {
     pub l2: f64,
     pub min_churners: u32,
     pub cards: Vec<CardFit>,
+    /// Which segments got a scorecard of their own, and why.
+    pub segments: Vec<SegmentChoice>,
     /// Segment patches of the base config not carried over (no fit for
     /// them: their accounts use the calibrated default).
     pub dropped_segment_patches: Vec<String>,
@@ -339,13 +353,140 @@ fn weights(w: [f64; 6]) -> Weights {
 
 // ------------------------------------------------------------ thresholds
 
-/// A segment's training observations.
-#[derive(Default)]
-struct Group {
-    x: Vec<[f64; 6]>,
-    y: Vec<bool>,
-    /// Distinct accounts among the churners.
-    churning: std::collections::BTreeSet<u32>,
+/// A training observation.
+struct TrainObs<'a> {
+    x: [f64; 6],
+    y: bool,
+    group: &'a str,
+    account: u32,
+    /// Index among the training evaluation times.
+    date: usize,
+}
+
+/// A segment's own scorecard must beat the default's ROC AUC on the
+/// segment's inner-validation observations by this much.
+pub const MIN_SEGMENT_GAIN: f64 = 0.005;
+
+/// Whether a segment gets its own scorecard, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SegmentChoice {
+    pub segment: String,
+    /// Distinct accounts churning in its training observations.
+    pub churning_accounts: u64,
+    pub own_scorecard: bool,
+    /// ROC AUC on the segment's inner-validation observations with weights
+    /// fitted on the earlier training dates: the default scorecard's fit
+    /// (on all segments) and the segment's own ...
+    pub inner_auc_default: Option<f64>,
+    pub inner_auc_own: Option<f64>,
+    /// ... and over all segments' inner-validation observations, with the
+    /// segment's own weights for its accounts.
+    pub inner_auc_all_default: Option<f64>,
+    pub inner_auc_all_own: Option<f64>,
+    pub reason: &'static str,
+}
+
+fn score_with(x: &[f64; 6], w: &[f64; 6]) -> f64 {
+    x.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / w.iter().sum::<f64>()
+}
+
+/// Segment scorecards are worth it only when they rank the segment's
+/// accounts better *and* do not spoil the ranking across segments (scores
+/// from different weights are on different scales). Decided without the
+/// held-out part: the training dates are split again, the last 30% of them
+/// being the inner validation; weights are fitted on the earlier dates
+/// whose horizon ends before the first inner-validation date. A segment
+/// with at least `min_churners` churning accounts gets its own scorecard
+/// when its own fit beats the default fit by [`MIN_SEGMENT_GAIN`] on its
+/// inner-validation observations and the ROC AUC over all of them does
+/// not drop.
+fn choose_segments(
+    obs: &[TrainObs<'_>],
+    train: &[usize],
+    log: &Log,
+    o: &Options,
+) -> Vec<SegmentChoice> {
+    let n = train.len();
+    let first_val = n - (n * 3 / 10).max(1);
+    let cut = log.times[train[first_val]];
+    let inner_train =
+        |ob: &TrainObs<'_>| ob.date < first_val && log.times[train[ob.date]] + o.horizon <= cut;
+    let fit = |keep: &dyn Fn(&TrainObs<'_>) -> bool| {
+        let (x, y): (Vec<[f64; 6]>, Vec<bool>) = obs
+            .iter()
+            .filter(|ob| keep(ob))
+            .map(|ob| (ob.x, ob.y))
+            .unzip();
+        fit_weights(&x, &y).map(|f| f.0)
+    };
+    let global = fit(&inner_train);
+    let val: Vec<&TrainObs<'_>> = obs.iter().filter(|ob| ob.date >= first_val).collect();
+    let mut groups: BTreeMap<&str, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for ob in obs {
+        let g = groups.entry(ob.group).or_default();
+        if ob.y {
+            g.insert(ob.account);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, churning)| {
+            let mut c = SegmentChoice {
+                segment: g.to_string(),
+                churning_accounts: churning.len() as u64,
+                own_scorecard: false,
+                inner_auc_default: None,
+                inner_auc_own: None,
+                inner_auc_all_default: None,
+                inner_auc_all_own: None,
+                reason: "",
+            };
+            if g == "-" {
+                c.reason = "accounts without a segment use the default";
+                return c;
+            }
+            if c.churning_accounts < o.min_churners as u64 {
+                c.reason = "too few churning accounts";
+                return c;
+            }
+            let (Some(gw), Some(own)) = (global, fit(&|ob| inner_train(ob) && ob.group == g))
+            else {
+                c.reason = "no fit";
+                return c;
+            };
+            let seg = |w: &[f64; 6]| -> Vec<(f64, bool)> {
+                val.iter()
+                    .filter(|ob| ob.group == g)
+                    .map(|ob| (score_with(&ob.x, w), ob.y))
+                    .collect()
+            };
+            let all = |w: &[f64; 6]| -> Vec<(f64, bool)> {
+                val.iter()
+                    .map(|ob| (score_with(&ob.x, if ob.group == g { w } else { &gw }), ob.y))
+                    .collect()
+            };
+            c.inner_auc_default = backtest::auc(&seg(&gw));
+            c.inner_auc_own = backtest::auc(&seg(&own));
+            c.inner_auc_all_default = backtest::auc(&all(&gw));
+            c.inner_auc_all_own = backtest::auc(&all(&own));
+            let gain = match (c.inner_auc_default, c.inner_auc_own) {
+                (Some(d), Some(s)) => s - d,
+                _ => f64::NEG_INFINITY,
+            };
+            let overall = match (c.inner_auc_all_default, c.inner_auc_all_own) {
+                (Some(d), Some(s)) => s - d,
+                _ => f64::NEG_INFINITY,
+            };
+            (c.own_scorecard, c.reason) = if gain < MIN_SEGMENT_GAIN {
+                (false, "its own weights do not rank its accounts better")
+            } else if overall < 0.0 {
+                (false, "its own weights spoil the ranking across segments")
+            } else {
+                (true, "better for the segment and overall")
+            };
+            c
+        })
+        .collect()
 }
 
 /// A scorecard being calibrated.
@@ -362,6 +503,40 @@ impl Card {
     fn bands(&self, at_risk_below: f64) -> (f64, f64) {
         let gap = (self.base.bands.healthy_at - self.base.bands.at_risk_below).max(1.0);
         (at_risk_below, (at_risk_below + gap).min(100.0))
+    }
+
+    /// Thresholds to try in search round `round`, not tried yet: a grid,
+    /// then 3 points evenly inside the bracket of the target load (the
+    /// highest threshold tried at or under it and the next one above),
+    /// so each round cuts the bracket to a quarter. Outside every load
+    /// tried, the points go between the last one tried and the limit.
+    fn candidates(&self, round: u32, target: f64) -> Vec<f64> {
+        let (lo_limit, hi_limit) = (1.0, 95.0);
+        let (t0, t1) = if round == 0 {
+            return vec![10.0, 25.0, 40.0, 55.0, 70.0, 85.0];
+        } else {
+            let mut known: Vec<(f64, f64)> = self
+                .tried
+                .iter()
+                .filter_map(|&(t, l)| Some((t, l?)))
+                .collect();
+            known.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (Some(first), Some(last)) = (known.first(), known.last()) else {
+                return Vec::new();
+            };
+            match known.iter().rposition(|k| k.1 <= target) {
+                None => (lo_limit, first.0),
+                Some(i) => known
+                    .get(i + 1)
+                    .map_or((last.0, hi_limit), |k| (known[i].0, k.0)),
+            }
+        };
+        let mut c: Vec<f64> = (1..=3)
+            .map(|k| ((t0 + (t1 - t0) * k as f64 / 4.0) * 100.0).round() / 100.0)
+            .collect();
+        c.dedup();
+        c.retain(|t| !self.tried.iter().any(|x| x.0 == *t));
+        c
     }
 
     fn best(&self, target: f64) -> f64 {
@@ -485,28 +660,38 @@ pub fn calibrate(
             cancels_from: log.first + o.alert_window,
         },
     };
-    // Training observations, grouped.
-    let mut by_group: BTreeMap<&str, Group> = BTreeMap::new();
-    let mut all_x = Vec::new();
-    let mut all_y = Vec::new();
-    let mut all_churning = std::collections::BTreeSet::new();
-    for &ti in &train {
+    // Training observations, in time then arrival order, with the index of
+    // their evaluation time among the training times.
+    let mut obs: Vec<TrainObs<'_>> = Vec::new();
+    for (di, &ti) in train.iter().enumerate() {
         let t = log.times[ti];
         for ob in &base_lane.snaps[ti] {
             let acc = &log.accounts[ob.account as usize];
-            let y = acc.cancel_after(t).is_some_and(|c| c <= t + o.horizon);
-            let g = by_group.entry(&acc.group).or_default();
-            g.x.push(ob.components);
-            g.y.push(y);
-            all_x.push(ob.components);
-            all_y.push(y);
-            if y {
-                g.churning.insert(ob.account);
-                all_churning.insert(ob.account);
-            }
+            obs.push(TrainObs {
+                x: ob.components,
+                y: acc.cancel_after(t).is_some_and(|c| c <= t + o.horizon),
+                group: &acc.group,
+                account: ob.account,
+                date: di,
+            });
         }
     }
-    // 3. Weights.
+    let fit_where = |keep: &dyn Fn(&TrainObs<'_>) -> bool| {
+        let (x, y): (Vec<[f64; 6]>, Vec<bool>) = obs
+            .iter()
+            .filter(|ob| keep(ob))
+            .map(|ob| (ob.x, ob.y))
+            .unzip();
+        (fit_weights(&x, &y), x.len() as u64)
+    };
+    let churning = |keep: &dyn Fn(&TrainObs<'_>) -> bool| {
+        obs.iter()
+            .filter(|ob| ob.y && keep(ob))
+            .map(|ob| ob.account)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .len() as u64
+    };
+    // 3. Weights: the default scorecard from every training observation.
     let base_model = crate::core::Model::new(base.clone());
     let base_card = |name: &str| -> Scorecard {
         base_model
@@ -517,7 +702,7 @@ pub fn calibrate(
     };
     let mut cards = Vec::new();
     let mut fits = Vec::new();
-    let default_fit = fit_weights(&all_x, &all_y);
+    let (default_fit, n_all) = fit_where(&|_| true);
     cards.push(Card {
         name: "default".into(),
         base: base.scorecard,
@@ -527,22 +712,23 @@ pub fn calibrate(
         tried: Vec::new(),
     });
     fits.push((
-        all_x.len() as u64,
-        all_churning.len() as u64,
+        n_all,
+        churning(&|_| true),
         default_fit.map(|f| f.1).unwrap_or_default(),
     ));
-    for (g, Group { x, y, churning }) in &by_group {
-        if *g == "-" || (churning.len() as u64) < o.min_churners as u64 {
-            continue;
-        }
-        if let Some((w, dropped)) = fit_weights(x, y) {
+    // Segment scorecards: only where they earn their place on the later
+    // training dates (inner validation), fitted on the earlier ones.
+    let segments = choose_segments(&obs, &train, &log, o);
+    for choice in segments.iter().filter(|c| c.own_scorecard) {
+        let g = choice.segment.as_str();
+        if let (Some((w, dropped)), n) = fit_where(&|ob| ob.group == g) {
             cards.push(Card {
                 name: g.to_string(),
                 base: base_card(g),
                 weights: weights(w),
                 tried: Vec::new(),
             });
-            fits.push((x.len() as u64, churning.len() as u64, dropped));
+            fits.push((n, choice.churning_accounts, dropped));
         }
     }
     // Which card each account uses (by its group).
@@ -550,8 +736,17 @@ pub fn calibrate(
         cards.iter().position(|c| c.name == acc.group).unwrap_or(0)
     };
     let members: Vec<usize> = log.accounts.iter().map(card_of).collect();
+    // Without members of its own, the default scorecard (for segments not
+    // in this log) is calibrated on every account, in lanes of its own.
+    let default_alone = !members.contains(&0);
+    let everyone = vec![0usize; members.len()];
     let load = |lane: &LaneResult, card: usize| -> Option<f64> {
-        training_load(&log, lane, &members, card, log.first, split_at)
+        let m = if card == 0 && default_alone {
+            &everyone
+        } else {
+            &members
+        };
+        training_load(&log, lane, m, card, log.first, split_at)
     };
     let base_loads: Vec<Option<f64>> = (0..cards.len()).map(|c| load(&base_lane, c)).collect();
     let (target, target_from) = match o.target_alerts {
@@ -564,47 +759,37 @@ pub fn calibrate(
             )
         }
     };
-    // 4. Thresholds, by replaying the training part.
-    let rounds: [&dyn Fn(f64) -> Vec<f64>; 3] = [
-        &|_| (1..=9).map(|k| 10.0 * k as f64).collect(),
-        &|best| {
-            (-4..=4)
-                .filter(|&k| k != 0)
-                .map(|k| best + k as f64)
-                .collect()
-        },
-        &|best| {
-            (-3..=3)
-                .filter(|&k| k != 0)
-                .map(|k| best + 0.25 * k as f64)
-                .collect()
-        },
-    ];
-    for round in rounds {
-        let cand: Vec<Vec<f64>> = cards
-            .iter()
-            .map(|c| {
-                round(c.best(target))
-                    .into_iter()
-                    .map(|t| t.clamp(1.0, 95.0))
-                    .collect()
-            })
-            .collect();
+    // 4. Thresholds, by replaying the training part: a coarse grid, then
+    // twice around the linear interpolation of the load between the
+    // thresholds that bracket the target.
+    for round in 0..4 {
+        let cand: Vec<Vec<f64>> = cards.iter().map(|c| c.candidates(round, target)).collect();
         let n = cand.iter().map(Vec::len).max().unwrap_or(0);
-        let models: Vec<ModelConfig> = (0..n)
-            .map(|k| {
-                let th: Vec<f64> = cand.iter().map(|c| c[k.min(c.len() - 1)]).collect();
-                config(&base, &cards, &th)
-            })
-            .collect();
+        let pick = |ci: usize, k: usize| -> Option<f64> {
+            let c = &cand[ci];
+            c.get(k.min(c.len().checked_sub(1)?)).copied()
+        };
+        let th = |k: usize| -> Vec<f64> {
+            (0..cards.len())
+                .map(|ci| pick(ci, k).unwrap_or(cards[ci].base.bands.at_risk_below))
+                .collect()
+        };
+        let mut models: Vec<ModelConfig> = (0..n).map(|k| config(&base, &cards, &th(k))).collect();
+        if default_alone {
+            models.extend((0..n).map(|k| config(&base, &cards[..1], &th(k)[..1])));
+        }
         let quiet = Schedule::default();
         let (_, lanes, _) = fold::run_lanes(path, models, &quiet, Some(split_at), threads)?;
-        for (k, lane) in lanes.iter().enumerate() {
+        for (li, lane) in lanes.iter().enumerate() {
+            let (k, alone) = (li % n.max(1), li >= n);
             for (ci, card) in cards.iter_mut().enumerate() {
-                let t = cand[ci][k.min(cand[ci].len() - 1)];
+                // The default card alone is measured in its own lanes.
+                if default_alone && (ci == 0) != alone {
+                    continue;
+                }
+                let Some(t) = pick(ci, k) else { continue };
                 if !card.tried.iter().any(|x| x.0 == t) {
-                    let l = training_load(&log, lane, &members, ci, log.first, split_at);
-                    card.tried.push((t, l));
+                    card.tried.push((t, load(lane, ci)));
                 }
             }
         }
@@ -678,7 +863,12 @@ pub fn calibrate(
         .and_then(|c| c.validate("calibrated config").map(|_| c))
         .map_err(|e| BacktestError::Invalid(format!("the calibrated config does not load: {e}")))?;
 
-    let cal_loads: Vec<Option<f64>> = (0..cards.len()).map(|c| load(&cal_lane, c)).collect();
+    // Each card's training load at its chosen threshold, as replayed.
+    let cal_loads: Vec<Option<f64>> = cards
+        .iter()
+        .zip(&chosen)
+        .map(|(c, t)| c.tried.iter().find(|x| x.0 == *t).and_then(|x| x.1))
+        .collect();
     let report = CalibrationReport {
         events: log.events,
         invalid_lines: invalid,
@@ -710,9 +900,15 @@ pub fn calibrate(
                     accounts: members.iter().filter(|&&m| m == i).count() as u64,
                     training_alerts_per_100_accounts_per_month: cal_loads[i],
                     base_training_alerts_per_100_accounts_per_month: base_loads[i],
+                    search: {
+                        let mut t = c.tried.clone();
+                        t.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        t
+                    },
                 }
             })
             .collect(),
+        segments,
         dropped_segment_patches: base
             .segments
             .keys()
@@ -823,6 +1019,30 @@ pub fn render(r: &CalibrationReport) -> String {
             }
         );
     }
+    for c in &r.segments {
+        let _ = writeln!(
+            out,
+            "segment {}: {} churning accounts; {}{}",
+            c.segment,
+            c.churning_accounts,
+            if c.own_scorecard {
+                "own scorecard: "
+            } else {
+                "default scorecard: "
+            },
+            c.reason
+        );
+        if let (Some(d), Some(s)) = (c.inner_auc_default, c.inner_auc_own) {
+            let _ = writeln!(
+                out,
+                "  inner validation ROC AUC, segment {d:.3} → {s:.3}, all accounts {} → {}",
+                c.inner_auc_all_default
+                    .map_or("n/a".into(), |v| format!("{v:.3}")),
+                c.inner_auc_all_own
+                    .map_or("n/a".into(), |v| format!("{v:.3}")),
+            );
+        }
+    }
     if !r.dropped_segment_patches.is_empty() {
         let _ = writeln!(
             out,
@@ -883,6 +1103,112 @@ mod tests {
         assert_eq!(fit_weights(&x, &y), Some((w, dropped)));
         // Nothing to learn from one class.
         assert_eq!(fit_weights(&x, &vec![false; x.len()]), None);
+    }
+
+    #[test]
+    fn threshold_search_bisects_the_bracket_of_the_target() {
+        let card = |tried: Vec<(f64, Option<f64>)>| Card {
+            name: "default".into(),
+            base: Scorecard::default(),
+            weights: Weights::default(),
+            tried,
+        };
+        assert_eq!(card(vec![]).candidates(0, 2.0).len(), 6);
+        // Loads 1 at 55, 8 at 70: the target 2 lies between.
+        let c = card(vec![
+            (40.0, Some(0.5)),
+            (55.0, Some(1.0)),
+            (70.0, Some(8.0)),
+        ]);
+        assert_eq!(c.candidates(1, 2.0), [58.75, 62.5, 66.25]);
+        // Below every load tried: between the lower limit and the first.
+        let c = card(vec![(10.0, Some(3.0)), (25.0, Some(4.0))]);
+        assert_eq!(c.candidates(1, 2.0), [3.25, 5.5, 7.75]);
+        // Above every load tried: up to the upper limit.
+        let c = card(vec![(85.0, Some(1.0))]);
+        assert_eq!(c.candidates(1, 2.0), [87.5, 90.0, 92.5]);
+        // No load known (no account time): nothing to try.
+        assert!(card(vec![(10.0, None)]).candidates(1, 2.0).is_empty());
+        // The closest load wins; ties go to the lower threshold.
+        let c = card(vec![
+            (50.0, Some(1.5)),
+            (60.0, Some(2.5)),
+            (55.0, Some(2.1)),
+        ]);
+        assert_eq!(c.best(2.0), 55.0);
+        assert_eq!(
+            card(vec![(50.0, Some(1.0)), (60.0, Some(3.0))]).best(2.0),
+            50.0
+        );
+    }
+
+    /// Segment `a` churns on component 0, segment `b` on component 2,
+    /// segment `c` like the mixture: `a` and `b` gain from their own
+    /// weights, `c` does not; `d` has too few churners.
+    #[test]
+    fn segments_get_their_own_scorecard_only_when_it_helps() {
+        let mut s: u64 = 7;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let days = 20usize;
+        let log = Log {
+            times: (0..days as i64).map(|d| d * 7 * MS_PER_DAY).collect(),
+            ..Default::default()
+        };
+        let train: Vec<usize> = (0..days).collect();
+        let mut obs = Vec::new();
+        for date in 0..days {
+            for i in 0..600u32 {
+                let g = ["a", "b", "c", "d"][(i % 4) as usize];
+                let x = [
+                    100.0 * next(),
+                    100.0 * next(),
+                    100.0 * next(),
+                    50.0,
+                    50.0,
+                    50.0,
+                ];
+                let eta = match g {
+                    "a" => 3.0 - 0.12 * x[0],
+                    "b" => 3.0 - 0.12 * x[2],
+                    _ => 3.0 - 0.06 * x[0] - 0.06 * x[2],
+                };
+                let y = next() < 1.0 / (1.0 + (-eta).exp()) && (g != "d" || i < 40);
+                obs.push(TrainObs {
+                    x,
+                    y,
+                    group: g,
+                    account: i,
+                    date,
+                });
+            }
+        }
+        let o = Options {
+            min_churners: 12,
+            ..Options::default()
+        };
+        let c = choose_segments(&obs, &train, &log, &o);
+        let own: Vec<(&str, bool, &str)> = c
+            .iter()
+            .map(|c| (c.segment.as_str(), c.own_scorecard, c.reason))
+            .collect();
+        assert_eq!(
+            own,
+            [
+                ("a", true, "better for the segment and overall"),
+                ("b", true, "better for the segment and overall"),
+                (
+                    "c",
+                    false,
+                    "its own weights do not rank its accounts better"
+                ),
+                ("d", false, "too few churning accounts"),
+            ]
+        );
     }
 
     #[test]
