@@ -21,7 +21,10 @@
 //!   the account API (`/v1/accounts`).
 //! - [`replay`]: `vitals replay` — fold a JSONL log offline.
 //! - [`simulate`]: `vitals simulate` — synthetic customers with personas.
-//! - [`backtest`]: how well scores and alerts predict churn on a log.
+//! - [`backtest`]: how well scores and alerts predict churn on a log
+//!   (`vitals backtest`; one or two scorecards in one pass).
+//! - [`calibrate`]: `vitals calibrate` — fit weights and band thresholds
+//!   to a log's outcomes, write a loadable config, compare on held-out data.
 //! - [`bench`]: `vitals bench` measurements (memory per account).
 //!
 //! Dependencies point one way: `core` ← `codec` ← everything else.
@@ -47,6 +50,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod calibrate;
 pub mod codec;
 pub mod config;
 pub mod core;

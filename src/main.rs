@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(long, default_value = "2025-01-06T00:00:00Z")]
         start: String,
         /// Persona weights: steady,silent_churner,support_heavy,payment_trouble,expanding,promoter,detractor.
-        #[arg(long, value_delimiter = ',', num_args = 7)]
+        #[arg(long, value_delimiter = ',', num_args = 1..=7)]
         mix: Option<Vec<f64>>,
         /// Where to write the events ("-" = stdout).
         #[arg(long, default_value = "-")]
@@ -80,23 +80,79 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// How well scores and at_risk alerts predict cancellations in a log.
+    /// How well scores and at_risk alerts predict cancellations in a log
+    /// (one scorecard, or two side by side with --compare).
     Backtest {
         #[arg(long)]
         input: PathBuf,
+        /// Scoring config (TOML); default: the built-in one.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Evaluation times (RFC 3339), comma-separated.
+        /// A second config, folded in the same pass and shown beside the first.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        /// Evaluation times (RFC 3339 or YYYY-MM-DD), comma-separated.
         #[arg(long, value_delimiter = ',')]
         at: Vec<String>,
         /// Evaluation days, counted from the first event's day.
         #[arg(long, value_delimiter = ',')]
         at_day: Vec<u32>,
-        #[arg(long, default_value_t = 60)]
-        horizon_days: u32,
-        #[arg(long, default_value_t = 90)]
-        alert_window_days: u32,
+        /// Evaluate every this long (e.g. 30d), from one interval after the
+        /// first event while the horizon stays inside the log. The default
+        /// when no --at/--at-day is given: 30d.
+        #[arg(long, value_parser = duration)]
+        every: Option<i64>,
+        /// A cancellation within this long after an evaluation time makes
+        /// the account a churner there (e.g. 60d, 12w, 720h).
+        #[arg(long, value_parser = duration, conflicts_with = "horizon_days")]
+        horizon: Option<i64>,
+        /// --horizon in days (older spelling).
+        #[arg(long)]
+        horizon_days: Option<u32>,
+        /// An at_risk alert is correct when a cancellation follows within this long.
+        #[arg(long, value_parser = duration, conflicts_with = "alert_window_days")]
+        alert_window: Option<i64>,
+        /// --alert-window in days (older spelling).
+        #[arg(long)]
+        alert_window_days: Option<u32>,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fit component weights and band thresholds to the outcomes in a log;
+    /// write the calibrated config and compare it with the base on the
+    /// held-out part of the log.
+    Calibrate {
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the calibrated config (TOML, the whole [model] section).
+        #[arg(long)]
+        out: PathBuf,
+        /// The base config (TOML); default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// At-risk alerts per 100 accounts per month wanted (default: the
+        /// base config's load over the training part).
+        #[arg(long)]
+        target_alerts: Option<f64>,
+        /// A cancellation within this long after an evaluation time makes
+        /// the account a churner there.
+        #[arg(long, value_parser = duration, default_value = "60d")]
+        horizon: i64,
+        /// Interval between evaluation times.
+        #[arg(long, value_parser = duration, default_value = "7d")]
+        every: i64,
+        /// An at_risk alert is correct when a cancellation follows within this long.
+        #[arg(long, value_parser = duration, default_value = "90d")]
+        alert_window: i64,
+        /// Share of the log's time span to fit on (the rest is held out).
+        #[arg(long, default_value_t = 0.7)]
+        split: f64,
+        /// A segment gets its own scorecard with at least this many
+        /// churning accounts in the training part.
+        #[arg(long, default_value_t = 50)]
+        min_churners: u32,
+        /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -268,6 +324,19 @@ fn parse_time(s: &str) -> Result<i64> {
     codec::timefmt::parse(s).with_context(|| format!("{s:?} is not an RFC 3339 timestamp"))
 }
 
+/// An RFC 3339 time, or a date (midnight UTC).
+fn parse_date(s: &str) -> Result<i64> {
+    if s.len() == 10 {
+        return parse_time(&format!("{s}T00:00:00Z"));
+    }
+    parse_time(s)
+}
+
+/// `60d`, `12w`, `720h` → milliseconds.
+fn duration(s: &str) -> Result<i64, String> {
+    backtest::parse_duration(s)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Simulate {
@@ -289,6 +358,9 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             if let Some(m) = mix {
+                if m.len() != 7 {
+                    bail!("--mix: give 7 weights (steady,silent_churner,support_heavy,payment_trouble,expanding,promoter,detractor), got {}", m.len());
+                }
                 if m.iter().any(|w| w.is_nan() || *w < 0.0) || m.iter().sum::<f64>() <= 0.0 {
                     bail!("--mix: weights must be ≥ 0 and not all 0");
                 }
@@ -374,45 +446,67 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Backtest {
             input,
             config,
+            compare,
             at,
             at_day,
+            every,
+            horizon,
             horizon_days,
+            alert_window,
             alert_window_days,
             json,
         } => {
             let cfg = load_config(config.as_ref())?;
-            let text = std::fs::read_to_string(&input)
-                .with_context(|| format!("cannot read {}", input.display()))?;
-            let mut events = Vec::new();
-            let mut bad = 0u64;
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                match codec::json::decode(line.as_bytes()) {
-                    Ok(e) => events.push(e),
-                    Err(_) => bad += 1,
-                }
-            }
-            let Some(first) = events.first().map(|e| e.time) else {
-                bail!("{} holds no valid events", input.display());
+            let cmp = compare.as_ref().map(|p| load_config(Some(p))).transpose()?;
+            let at: Vec<i64> = at.iter().map(|s| parse_date(s)).collect::<Result<_>>()?;
+            let every = every.or((at.is_empty() && at_day.is_empty()).then_some(30 * MS_PER_DAY));
+            let o = backtest::Options {
+                at,
+                at_day,
+                every,
+                horizon: horizon.unwrap_or(horizon_days.unwrap_or(60) as i64 * MS_PER_DAY),
+                alert_window: alert_window
+                    .unwrap_or(alert_window_days.unwrap_or(90) as i64 * MS_PER_DAY),
             };
-            let day0 = first.div_euclid(MS_PER_DAY) * MS_PER_DAY;
-            let mut times: Vec<i64> = at.iter().map(|s| parse_time(s)).collect::<Result<_>>()?;
-            times.extend(at_day.iter().map(|d| day0 + *d as i64 * MS_PER_DAY));
-            if times.is_empty() {
-                bail!("give --at or --at-day");
-            }
-            let r = backtest::run(
-                events,
-                cfg.model,
-                &backtest::Options {
-                    at: times,
-                    horizon_days,
-                    alert_window_days,
-                },
-            );
+            let r = backtest::run_file(&input, cfg.model, cmp.map(|c| c.model), &o)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_backtest(&r, bad);
+                print!("{}", backtest::render(&r));
+            }
+        }
+        Cmd::Calibrate {
+            input,
+            out,
+            config,
+            target_alerts,
+            horizon,
+            every,
+            alert_window,
+            split,
+            min_churners,
+            json,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let c = vitals::calibrate::calibrate(
+                &input,
+                cfg.model,
+                &vitals::calibrate::Options {
+                    horizon,
+                    every,
+                    alert_window,
+                    split,
+                    target_alerts,
+                    min_churners,
+                },
+            )?;
+            std::fs::write(&out, &c.toml)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c.report)?);
+            } else {
+                print!("{}", vitals::calibrate::render(&c.report));
+                println!("\nwrote {} (version {})", out.display(), c.report.version);
             }
         }
         Cmd::Broker {
@@ -705,45 +799,6 @@ fn wait_for_shutdown() -> Result<()> {
         }
     })?;
     Ok(())
-}
-
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
-}
-
-fn print_backtest(r: &backtest::Report, invalid: u64) {
-    println!("model {}  (horizon {} days)", r.model, r.horizon_days);
-    println!(
-        "{:<26} {:>9} {:>9} {:>7}",
-        "evaluated at", "accounts", "churners", "AUC"
-    );
-    for e in &r.evaluations {
-        println!(
-            "{:<26} {:>9} {:>9} {:>7}   by component: {}",
-            e.at,
-            e.accounts,
-            e.churners,
-            fmt_opt(e.auc, 3),
-            e.component_auc
-                .iter()
-                .map(|(n, a)| format!("{n} {}", fmt_opt(*a, 2)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    println!(
-        "at_risk alerts: {} ({} judged)  precision {}  recall {} ({} cancellations)  median lead {} days  load {} alerts/100 accounts/month",
-        r.at_risk_alerts,
-        r.at_risk_alerts_judged,
-        fmt_opt(r.precision, 3),
-        fmt_opt(r.recall, 3),
-        r.cancellations_judged,
-        fmt_opt(r.median_lead_days, 1),
-        fmt_opt(r.alerts_per_100_accounts_per_month, 2)
-    );
-    if invalid > 0 {
-        println!("({invalid} invalid lines skipped)");
-    }
 }
 
 fn demo(o: DemoOpts) -> Result<()> {

@@ -293,7 +293,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ReplayError> {
 }
 
 /// A clock-tick line: `{"tick":"<RFC 3339>"}`.
-fn tick(body: &[u8]) -> Option<crate::core::Ts> {
+pub(crate) fn tick(body: &[u8]) -> Option<crate::core::Ts> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Tick<'a> {
