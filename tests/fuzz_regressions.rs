@@ -1,14 +1,57 @@
 //! The fuzz targets' checks (fuzz/fuzz_targets/checks.rs) over every file
 //! kept for them: the seed corpora (fuzz/seeds/TARGET/) and every input a
 //! fuzzer found to crash, hang or exhaust memory
-//! (tests/fuzz_regressions/TARGET/). Each decoder must answer Ok or Err;
+//! (tests/fuzz_regressions/TARGET/: `crash-*` from the fuzzers, `len-*` and
+//! `long-*` written by hand). Each decoder must answer Ok or Err;
 //! a panic here means a fixed bug is back. docs/FUZZING.md says how to
 //! run the fuzzers and add a finding.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 
 #[path = "../fuzz/fuzz_targets/checks.rs"]
 mod checks;
+
+/// The fuzzers run with a 2 GiB allocation limit; here any single
+/// allocation above 256 MiB fails, which aborts the test binary: a length
+/// prefix claiming 4 GiB must never be believed (the `len-*` inputs). No
+/// kept input needs more than a few MiB.
+struct Bounded;
+
+const MAX_ALLOCATION: usize = 256 << 20;
+
+// SAFETY: forwards to the system allocator, refusing (null, which the
+// caller turns into an allocation error) only requests above the bound.
+unsafe impl GlobalAlloc for Bounded {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MAX_ALLOCATION {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MAX_ALLOCATION {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > MAX_ALLOCATION {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Bounded = Bounded;
 
 /// One input's check.
 type Check = fn(&[u8]);
