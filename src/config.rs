@@ -78,8 +78,8 @@ impl Default for SnapshotConfig {
 const MIN_CHUNK_BYTES: u64 = 1024;
 const MAX_CHUNK_BYTES: u64 = 900 * 1024;
 
-/// `[kafka]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[kafka]`. Its `Debug` shows secret client properties as `[redacted]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`; `--brokers` / `VITALS_BROKERS` override it.
@@ -103,6 +103,43 @@ pub struct KafkaConfig {
     /// `security.protocol`, `sasl.mechanism`, `ssl.ca.location`, …).
     /// Secrets come from the environment (see [`SECRET_ENV`]), never here.
     pub client: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so a new field cannot be left out by accident.
+        let KafkaConfig {
+            brokers,
+            group_id,
+            partitioner,
+            transactions,
+            output_format,
+            topics,
+            formats,
+            client,
+        } = self;
+        let client: BTreeMap<&str, &str> = client
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_client_key(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", brokers)
+            .field("group_id", group_id)
+            .field("partitioner", partitioner)
+            .field("transactions", transactions)
+            .field("output_format", output_format)
+            .field("topics", topics)
+            .field("formats", formats)
+            .field("client", &client)
+            .finish()
+    }
 }
 
 /// `[kafka.topics]`.
@@ -179,6 +216,24 @@ pub const SECRET_ENV: [(&str, &str); 5] = [
     ),
 ];
 
+/// librdkafka properties whose values are secrets: never logged, never
+/// echoed in an error. Those of [`SECRET_ENV`], and any password, secret,
+/// private key or JAAS/OAUTHBEARER config (`ssl.key.pem`,
+/// `sasl.oauthbearer.config`, …), however it was set.
+pub fn is_secret_client_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_ENV.iter().any(|(_, prop)| k.contains(prop))
+        || [
+            "password",
+            "secret",
+            "key.pem",
+            "jaas",
+            "oauthbearer.config",
+        ]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
 /// Properties the service sets itself; setting them in `[kafka.client]`
 /// would break its guarantees.
 const RESERVED_CLIENT_KEYS: [&str; 7] = [
@@ -250,13 +305,23 @@ pub enum ConfigError {
 impl Config {
     /// Parses TOML text and validates it. `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.message().to_string()
-                + &did_you_mean(e.message())
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml quotes the offending value ("invalid type: integer
+            // `123456`"): not when it is a secret's.
+            let secret = e.span().is_some_and(|s| on_secret_line(text, s.start));
+            let detail = if secret {
+                "invalid value for a secret property (value not shown); a string is expected"
+                    .to_string()
+            } else {
+                e.message().to_string() + &did_you_mean(e.message())
+            };
+            ConfigError::Parse {
+                path: origin.to_string(),
+                message: detail
+                    + &e.span()
+                        .map(|s| format!(" (at byte {})", s.start))
+                        .unwrap_or_default(),
+            }
         })?;
         cfg.validate(origin)?;
         Ok(cfg)
@@ -447,6 +512,18 @@ impl Config {
             })
         }
     }
+}
+
+/// Whether byte `at` of a TOML text is on a line assigning a secret
+/// client property (`"sasl.password" = ...`).
+fn on_secret_line(text: &str, at: usize) -> bool {
+    let start = text
+        .get(..at)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
+    line.split_once('=')
+        .is_some_and(|(key, _)| is_secret_client_key(key))
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`": the closest

@@ -1223,3 +1223,77 @@ async fn readiness_follows_restoring_partitions() {
     assert_eq!(get(addr, "/v1/accounts/acme").await.status, 404);
     server.stop().await;
 }
+
+/// Oversize requests are refused by the listener before any handler runs,
+/// bodies are never waited for, and page sizes stay within 1..=MAX_LIMIT
+/// however the parameter is spelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_requests_and_page_sizes_are_refused() {
+    use vitals::http::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_LIMIT};
+    let f = fold_log();
+    let server = Server::start(Arc::clone(&f.read), None).await;
+    let addr = server.addr;
+
+    // A request line longer than the header buffer (the line counts
+    // against it, so hyper answers 431 rather than 414).
+    let long = "a".repeat(MAX_HEADER_BYTES + 1024);
+    let r = get(addr, &format!("/v1/accounts?cursor={long}")).await;
+    assert_eq!(r.status, 431, "{}", r.body);
+    // More headers than allowed, each of them small.
+    let many: String = (0..=MAX_HEADERS)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect();
+    assert_eq!(send(addr, "GET", "/healthz", &many).await.status, 431);
+    // Exactly as many is fine (Host and Connection count too).
+    let ok: String = (0..MAX_HEADERS - 2)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect();
+    assert_eq!(send(addr, "GET", "/healthz", &ok).await.status, 200);
+
+    // A body is never read nor waited for: a claimed 1 GiB that never
+    // comes still gets its answer at once, and a POST of 2 MiB is refused.
+    let started = std::time::Instant::now();
+    let r = send(
+        addr,
+        "GET",
+        "/healthz",
+        &format!("Content-Length: {}\r\n", 1u64 << 30),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body = vec![b'x'; 2 << 20];
+    let mut raw = format!(
+        "POST /v1/accounts HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let r = tokio::task::spawn_blocking(move || request_blocking(addr, raw))
+        .await
+        .expect("client task");
+    assert_eq!(r.status, 405);
+
+    // Page sizes: out of range, overflowing, repeated or malformed.
+    for q in [
+        format!("limit={}", MAX_LIMIT + 1),
+        "limit=18446744073709551616".to_string(),
+        "limit=99999999999999999999999999".to_string(),
+        "limit=1000&limit=1".to_string(),
+        "limit=1&limit=1000000".to_string(),
+        "limit=1e3".to_string(),
+        "limit=".to_string(),
+        "limit=%2B1001".to_string(),
+        format!("limit={}", usize::MAX),
+        format!("cursor={}", "QUFB".repeat(3000)),
+    ] {
+        let r = get(addr, &format!("/v1/accounts?{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.json()["status"], 400, "{q}");
+    }
+    let r = get(addr, &format!("/v1/accounts?limit={MAX_LIMIT}&status=all")).await;
+    assert_eq!(r.status, 200);
+    let n = r.json()["accounts"].as_array().map_or(0, Vec::len);
+    assert!((1..=MAX_LIMIT).contains(&n), "{n}");
+    server.stop().await;
+}

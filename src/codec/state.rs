@@ -9,7 +9,8 @@ use thin_vec::ThinVec;
 
 use crate::core::account::{
     Account, AlertState, Decayed, Extras, LimitHits, Override, OverrideAudit, OverrideEnd,
-    Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, SCORE_DAYS, WEEKS,
+    Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, NEVER, NO_DAY, SCORE_DAYS,
+    WEEKS,
 };
 use crate::core::event::{Band, Priority};
 use crate::core::interventions::{
@@ -48,14 +49,16 @@ fn dec(d: &Decayed) -> pb::Decayed {
     }
 }
 
-fn undec(d: Option<pb::Decayed>) -> Decayed {
-    d.map(|d| Decayed {
-        sum: d.sum,
-        weight: d.weight,
-        day: d.day,
-        count: d.count,
+fn undec(d: Option<pb::Decayed>, f: &'static str) -> Result<Decayed, StateError> {
+    Ok(match d {
+        Some(d) => Decayed {
+            sum: finite(d.sum, f)?,
+            weight: finite(d.weight, f)?,
+            day: day(d.day, f)?,
+            count: d.count,
+        },
+        None => Decayed::default(),
     })
-    .unwrap_or_default()
 }
 
 fn ov(o: &Override) -> pb::OverrideState {
@@ -79,8 +82,8 @@ fn unov(o: pb::OverrideState) -> Result<Override, StateError> {
         score: o.score.map(|s| s.min(100) as u8),
         reason: o.reason.into(),
         by: o.by.map(Into::into),
-        set_at: o.set_at,
-        expires_at: o.expires_at,
+        set_at: ts(o.set_at, "override.set_at")?,
+        expires_at: ts(o.expires_at, "override.expires_at")?,
         event_id: o.event_id.into(),
     })
 }
@@ -192,6 +195,79 @@ fn u8f(v: u32, f: &'static str) -> Result<u8, StateError> {
     u8::try_from(v).map_err(|_| StateError::Malformed(f))
 }
 
+// Bounds on restored numbers. A snapshot is checksummed, but what it
+// restores must still be something a fold could have produced: event times
+// lie in 1970..2200 (SPEC §1), so every time, day and counter the fold
+// derives stays far inside these bounds, and the fold's arithmetic on them
+// (differences, `day * MS_PER_DAY`, `+= 1`) cannot overflow. A value
+// outside them is a malformed snapshot, rejected like any other, and
+// recovery falls back to an older snapshot or the log.
+
+/// Times (ms): within ±2^45 ms (±1115 years) of 1970 (some may be the
+/// sentinel [`NEVER`]).
+const TIME_LIMIT: u64 = 1 << 45;
+/// Day, week and month numbers: within ±2^20 (some may be the sentinel
+/// [`NO_DAY`], which equals `NO_MONTH`).
+const DAY_LIMIT: u32 = 1 << 20;
+/// Counters and sums.
+const COUNT_LIMIT: u64 = 1 << 62;
+
+/// A time that is set.
+fn ts(v: i64, f: &'static str) -> Result<i64, StateError> {
+    if v.unsigned_abs() <= TIME_LIMIT {
+        Ok(v)
+    } else {
+        Err(StateError::Malformed(f))
+    }
+}
+
+/// A time that may be the sentinel [`NEVER`] (not yet happened).
+fn ts_or_never(v: i64, f: &'static str) -> Result<i64, StateError> {
+    if v == NEVER {
+        Ok(v)
+    } else {
+        ts(v, f)
+    }
+}
+
+/// A day (or week, or month) that is set.
+fn day(v: i32, f: &'static str) -> Result<i32, StateError> {
+    if v.unsigned_abs() <= DAY_LIMIT {
+        Ok(v)
+    } else {
+        Err(StateError::Malformed(f))
+    }
+}
+
+/// A day that may be the sentinel [`NO_DAY`] (not yet set).
+fn day_or_none(v: i32, f: &'static str) -> Result<i32, StateError> {
+    if v == NO_DAY {
+        Ok(v)
+    } else {
+        day(v, f)
+    }
+}
+
+fn all_days(v: &[i32], f: &'static str) -> Result<(), StateError> {
+    v.iter().try_for_each(|&d| day(d, f).map(drop))
+}
+
+fn finite(v: f64, f: &'static str) -> Result<f64, StateError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(StateError::Malformed(f))
+    }
+}
+
+fn counts(v: &[u64], f: &'static str) -> Result<(), StateError> {
+    if v.iter().all(|&c| c <= COUNT_LIMIT) {
+        Ok(())
+    } else {
+        Err(StateError::Malformed(f))
+    }
+}
+
 fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
     if lens.windows(2).all(|w| w[0] == w[1]) {
         Ok(())
@@ -200,7 +276,11 @@ fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
     }
 }
 
-fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
+/// `cards`: the model's scorecards (an account's index must name one).
+fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError> {
+    if s.scorecard as usize >= cards {
+        return Err(StateError::Malformed("scorecard"));
+    }
     same_len(
         &[
             s.feature_hash.len(),
@@ -240,13 +320,27 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         ],
         "unpaid",
     )?;
+    all_days(&s.feature_day, "feature_day")?;
+    // Users and features are looked up by binary search on their hash.
+    let user_days: Vec<i32> = s.users.iter().map(|&u| u as u32 as i32).collect();
+    all_days(&user_days, "users")?;
+    if !s.users.windows(2).all(|w| w[0] >> 32 < w[1] >> 32) {
+        return Err(StateError::Malformed("users"));
+    }
+    if !s.feature_hash.windows(2).all(|w| w[0] < w[1]) {
+        return Err(StateError::Malformed("feature_hash"));
+    }
+    all_days(&s.mrr_day, "mrr_day")?;
+    s.unpaid_overdue_day
+        .iter()
+        .try_for_each(|&d| day_or_none(d, "unpaid_overdue_day").map(drop))?;
     let score_days: [u8; SCORE_DAYS] = s
         .score_days
         .as_slice()
         .try_into()
         .map_err(|_| StateError::Malformed("score_days"))?;
     let mut weeks = WeekRing {
-        head: s.weeks_head,
+        head: day_or_none(s.weeks_head, "weeks_head")?,
         ..WeekRing::default()
     };
     for i in 0..WEEKS {
@@ -294,7 +388,7 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
                     "replaced" => OverrideEnd::Replaced,
                     _ => return Err(StateError::Malformed("override_audit.end")),
                 },
-                ended_at: x.ended_at,
+                ended_at: ts_or_never(x.ended_at, "override_audit.ended_at")?,
             });
         }
         Some(Box::new(Extras {
@@ -311,11 +405,11 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         owner: u16f(s.owner, "owner")?,
         plan: u16f(s.plan, "plan")?,
         scorecard: u16f(s.scorecard, "scorecard")?,
-        first_seen: s.first_seen,
-        subscribed_at: s.subscribed_at,
-        cancelled_at: s.cancelled_at,
-        last_eval: s.last_eval,
-        last_activity: s.last_activity,
+        first_seen: ts(s.first_seen, "first_seen")?,
+        subscribed_at: ts_or_never(s.subscribed_at, "subscribed_at")?,
+        cancelled_at: ts_or_never(s.cancelled_at, "cancelled_at")?,
+        last_eval: ts_or_never(s.last_eval, "last_eval")?,
+        last_activity: ts_or_never(s.last_activity, "last_activity")?,
         users: s.users.into_iter().collect(),
         features: s
             .feature_hash
@@ -330,9 +424,9 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         support: if s.has_support {
             Some(Box::new(Support {
                 open_tickets,
-                resolve_hours: s.resolve_hours,
+                resolve_hours: finite(s.resolve_hours, "resolve_hours")?,
                 resolved: s.resolved,
-                ticket_csat: undec(s.ticket_csat),
+                ticket_csat: undec(s.ticket_csat, "ticket_csat")?,
             }))
         } else {
             None
@@ -341,22 +435,31 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         mrr_history: s.mrr_day.into_iter().zip(s.mrr_value).collect(),
         unpaid,
         payments_failed_total: s.payments_failed_total,
-        renews_at: s.renews_at,
+        renews_at: ts_or_never(s.renews_at, "renews_at")?,
         surveys: if s.has_surveys {
             Some(Box::new(Surveys {
-                nps: undec(s.nps),
+                nps: undec(s.nps, "nps")?,
                 last_nps: match s.last_nps_score {
-                    Some(n) => Some((u8f(n, "last_nps_score")?, s.last_nps_day)),
+                    Some(n) => Some((
+                        u8f(n, "last_nps_score")?,
+                        day(s.last_nps_day, "last_nps_day")?,
+                    )),
                     None => None,
                 },
-                csat: undec(s.csat),
+                csat: undec(s.csat, "csat")?,
                 last_csat: match s.last_csat_score {
-                    Some(n) => Some((u8f(n, "last_csat_score")?, s.last_csat_day)),
+                    Some(n) => Some((
+                        u8f(n, "last_csat_score")?,
+                        day(s.last_csat_day, "last_csat_day")?,
+                    )),
                     None => None,
                 },
-                ces: undec(s.ces),
+                ces: undec(s.ces, "ces")?,
                 last_ces: match s.last_ces_score {
-                    Some(n) => Some((u8f(n, "last_ces_score")?, s.last_ces_day)),
+                    Some(n) => Some((
+                        u8f(n, "last_ces_score")?,
+                        day(s.last_ces_day, "last_ces_day")?,
+                    )),
                     None => None,
                 },
             }))
@@ -365,21 +468,24 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
         },
         onboarding: u8f(s.onboarding, "onboarding")?,
         touchpoints: s.touchpoints,
-        last_touchpoint: s.last_touchpoint,
+        last_touchpoint: ts_or_never(s.last_touchpoint, "last_touchpoint")?,
         extras,
         alert: AlertState {
             band: Band::from_u8(u8f(s.band, "band")?),
             at_risk_open: s.at_risk_open,
             at_risk_pending: s.at_risk_pending,
-            last_at_risk_alert: s.last_at_risk_alert,
+            last_at_risk_alert: ts_or_never(s.last_at_risk_alert, "last_at_risk_alert")?,
             upsell_active: s.upsell_active,
             upsell_pending: s.upsell_pending,
-            last_upsell_alert: s.last_upsell_alert,
+            last_upsell_alert: ts_or_never(s.last_upsell_alert, "last_upsell_alert")?,
             published: if s.has_published {
                 Some(Published {
-                    score: s.published_score,
+                    score: finite(s.published_score, "published_score")?,
                     band: Band::from_u8(u8f(s.published_band, "published_band")?),
-                    override_set_at: s.published_override_set_at,
+                    override_set_at: ts_or_never(
+                        s.published_override_set_at,
+                        "published_override_set_at",
+                    )?,
                     cancelled: s.published_cancelled,
                     scorecard: u16f(s.published_scorecard, "published_scorecard")?,
                 })
@@ -387,9 +493,9 @@ fn account_from(s: pb::AccountState) -> Result<Account, StateError> {
                 None
             },
             score_days,
-            score_head: s.score_head,
+            score_head: day_or_none(s.score_head, "score_head")?,
         },
-        timer_due: s.timer_due,
+        timer_due: ts_or_never(s.timer_due, "timer_due")?,
     })
 }
 
@@ -493,7 +599,7 @@ fn obs_from(o: pb::Observation, accounts: usize, kinds: usize) -> Result<Observa
         kind: u16f(o.kind, "observation.kind")?,
         treated: o.treated,
         weight: u8f(o.weight, "observation.weight")?,
-        start: o.start,
+        start: ts(o.start, "observation.start")?,
         start_score: u8f(o.start_score, "observation.start_score")?,
     })
 }
@@ -525,7 +631,11 @@ fn kind_values(o: &KindOutcome) -> Vec<i64> {
 }
 
 fn kind_from(v: &[i64]) -> Result<KindOutcome, StateError> {
-    if v.len() != KIND_VALUES || v.iter().enumerate().any(|(i, &x)| x < 0 && !is_score(i)) {
+    if v.len() != KIND_VALUES
+        || v.iter()
+            .enumerate()
+            .any(|(i, &x)| (x < 0 && !is_score(i)) || x.unsigned_abs() > COUNT_LIMIT)
+    {
         return Err(StateError::Malformed("intervention_kinds.values"));
     }
     // Score-change sums are the only signed values.
@@ -562,6 +672,23 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         return Err(StateError::Format { found: s.format });
     }
     same_len(&[s.dedup_key.len(), s.dedup_time.len()], "dedup")?;
+    ts_or_never(s.max_time, "max_time")?;
+    s.dedup_time
+        .iter()
+        .try_for_each(|&t| ts(t, "dedup_time").map(drop))?;
+    day_or_none(s.portfolio_month, "portfolio_month")?;
+    for (v, f) in [
+        (&s.stat_events, "stat_events"),
+        (&s.stat_alerts, "stat_alerts"),
+        (&s.stat_feedback, "stat_feedback"),
+        (&s.stat_misc, "stat_misc"),
+    ] {
+        counts(v, f)?;
+    }
+    counts(
+        &[s.observations_dropped, s.kinds_ignored],
+        "intervention counters",
+    )?;
     let mut stats = Stats::default();
     let ev: &mut [u64] = stats.events.as_flattened_mut();
     if s.stat_events.len() != ev.len() {
@@ -601,8 +728,24 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     let accounts = s
         .accounts
         .into_iter()
-        .map(account_from)
+        .map(|a| account_from(a, model.cards.len()))
         .collect::<Result<Vec<_>, _>>()?;
+    for r in &s.portfolio_months {
+        day(r.month, "portfolio_months.month")?;
+        counts(
+            &[
+                r.start_accounts,
+                r.start_mrr_cents,
+                r.new_accounts,
+                r.new_mrr_cents,
+                r.churned_accounts,
+                r.churned_mrr_cents,
+                r.expansion_mrr_cents,
+                r.contraction_mrr_cents,
+            ],
+            "portfolio_months",
+        )?;
+    }
     let months = PortfolioMonths {
         month: s.portfolio_month,
         rows: s

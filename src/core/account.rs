@@ -187,7 +187,7 @@ impl Decayed {
             self.sum += x * f;
             self.weight += f;
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
     }
 
     /// The mean at `day`, shrunk toward `prior` with `prior_weight`.

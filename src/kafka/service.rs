@@ -59,8 +59,9 @@ use super::worker::{
 /// Why the service stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// Built with `From`, which redacts secrets (see [`redact`]).
     #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
+    Kafka(#[source] KafkaError),
     #[error("{0}")]
     Topics(String),
     #[error("partition {partition}: {message}")]
@@ -68,6 +69,30 @@ pub enum ServiceError {
     #[error("{0}")]
     Snapshot(#[from] snapshot::SnapshotError),
 }
+
+impl From<KafkaError> for ServiceError {
+    fn from(e: KafkaError) -> Self {
+        ServiceError::Kafka(redact(e))
+    }
+}
+
+/// librdkafka's "invalid client property" error carries the property's
+/// value (rdkafka prints it: `Client config error: {desc} {key} {value}`),
+/// and a rejected `sasl.password` would go to the log and the exit
+/// message. The value of a secret property is replaced, wherever it
+/// appears in the error.
+pub fn redact(e: KafkaError) -> KafkaError {
+    match e {
+        KafkaError::ClientConfig(res, desc, key, value)
+            if crate::config::is_secret_client_key(&key) && !value.is_empty() =>
+        {
+            KafkaError::ClientConfig(res, desc.replace(&value, REDACTED), key, REDACTED.into())
+        }
+        e => e,
+    }
+}
+
+const REDACTED: &str = "[redacted]";
 
 /// What a worker tells the rest of the process (read side, metrics, demo).
 pub trait Observer: Send + Sync {

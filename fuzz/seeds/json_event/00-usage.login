@@ -1,0 +1,1 @@
+{"id":"acct-000001-7","account_id":"acct-000001","type":"usage.login","time":"2025-01-06T08:01:16.214Z","user_id":"u9"}

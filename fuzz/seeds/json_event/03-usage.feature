@@ -1,0 +1,1 @@
+{"id":"acct-000027-5","account_id":"acct-000027","type":"usage.feature","time":"2025-01-06T10:53:29.724Z","user_id":"u5","feature":"automation","count":5}
