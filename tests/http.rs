@@ -412,9 +412,29 @@ fn request_blocking(addr: SocketAddr, raw: Vec<u8>) -> Resp {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(&raw).expect("send");
+    // The server may answer and close before it has read a large request
+    // (that is the point of some cases): a failed write is then expected,
+    // and the answer is still there to read.
+    if let Err(e) = s.write_all(&raw) {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "send: {e}"
+        );
+    }
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read");
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A reset after the answer: keep what arrived.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !buf.is_empty() => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
