@@ -540,35 +540,27 @@ impl FoldWorker {
                 headers: vec![(headers::FORMAT, format_name(*format).into())],
             }),
         }
-        let scorecard = self.part.model.id.to_string();
+        let record = |topic, key: &str, value, scorecard: &str| OutputRecord {
+            topic,
+            partition: p,
+            key: Some(key.as_bytes().to_vec()),
+            value,
+            provenance: offset,
+            index: 0,
+            headers: vec![(headers::SCORECARD, scorecard.to_string())],
+        };
+        let scorecard = &*self.part.model.id;
         for s in self.signals.drain(..) {
             if let Signal::Health(h) = &s {
                 self.scores.push(h.score);
             }
             let (topic, key, value) = self.format.encode(&s);
-            out.push(OutputRecord {
-                topic,
-                partition: p,
-                key: Some(key.as_bytes().to_vec()),
-                value,
-                provenance: offset,
-                index: 0,
-                headers: vec![(headers::SCORECARD, scorecard.clone())],
-            });
+            out.push(record(topic, key, value, scorecard));
         }
         if let Some(sh) = &self.shadow {
-            let scorecard = sh.model.id.to_string();
             for s in shadow_signals {
                 let (_, key, value) = self.format.encode(&s);
-                out.push(OutputRecord {
-                    topic: OutTopic::Shadow,
-                    partition: p,
-                    key: Some(key.as_bytes().to_vec()),
-                    value,
-                    provenance: offset,
-                    index: 0,
-                    headers: vec![(headers::SCORECARD, scorecard.clone())],
-                });
+                out.push(record(OutTopic::Shadow, key, value, &sh.model.id));
             }
         }
         // Number the outputs per topic, then drop what was published.
