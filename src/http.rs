@@ -61,7 +61,7 @@ use tokio::task::JoinSet;
 
 use crate::codec::{output, timefmt};
 use crate::core::event::Priority;
-use crate::core::time::day_start;
+use crate::core::time::{day_of, day_start};
 use crate::core::Band;
 use crate::readside::{
     render_metrics, AccountView, ListCursor, ListFilter, PartitionStatus, ReadSide, Readiness,
@@ -383,6 +383,17 @@ fn account_json(v: &AccountView, st: Option<&PartitionStatus>) -> Value {
         .map(|(d, s)| json!({"date": date(d), "score": s}))
         .collect();
     obj.insert("score_days".into(), Value::Array(days));
+    // Config changes inside the history: a jump there may be the scorecard's,
+    // not the customer's.
+    let first_day = v.history.points().first().map(|p| p.0);
+    let changes: Vec<Value> = st
+        .map(|s| s.scorecard_changes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| first_day.is_some_and(|d| day_of(c.at) >= d))
+        .map(|c| json!({"time": timefmt::format(c.at), "from": &*c.from, "to": &*c.to}))
+        .collect();
+    obj.insert("scorecard_changes".into(), Value::Array(changes));
     let mut tickets = Map::new();
     for (i, p) in Priority::ALL.iter().enumerate() {
         tickets.insert(p.as_str().into(), v.open_tickets[i].into());

@@ -698,6 +698,7 @@ impl vitals::kafka::service::Observer for ReadSideObserver {
                 sequenced_offset: st.sequenced_offset,
                 input_offsets: st.input_offsets.clone(),
                 restoring: st.restoring,
+                scorecard_changes: part.scorecard_changes.clone(),
             },
         );
     }

@@ -62,7 +62,7 @@ use crate::core::event::Priority;
 use crate::core::score::{self, evaluate, round1};
 use crate::core::signal::{CausedBy, Health, OverrideView};
 use crate::core::time::{day_of, Ts};
-use crate::core::{Band, Partition};
+use crate::core::{Band, Partition, ScorecardChange};
 
 /// Daily score points a view keeps.
 pub const HISTORY_DAYS: usize = 90;
@@ -105,6 +105,9 @@ pub struct PartitionStatus {
     /// The worker is restoring (snapshot load and tail replay): views may
     /// be missing or old.
     pub restoring: bool,
+    /// Scoring-config changes the partition's fold saw (oldest first): the
+    /// API marks those inside each account's score history.
+    pub scorecard_changes: Vec<ScorecardChange>,
 }
 
 impl Default for PartitionStatus {
@@ -115,6 +118,7 @@ impl Default for PartitionStatus {
             sequenced_offset: -1,
             input_offsets: Vec::new(),
             restoring: true,
+            scorecard_changes: Vec::new(),
         }
     }
 }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec::state;
-use crate::core::{Model, Partition, Ts};
+use crate::core::{Model, Partition, ScorecardChange, Ts};
 
 /// Snapshot file format version.
 pub const VERSION: u32 = 1;
@@ -286,6 +286,14 @@ pub fn decode_with_shadow(
     };
     let part = state::decode(st, model)?;
     Ok((meta, part, shadow))
+}
+
+/// The scorecard changes recorded in a valid snapshot, whatever model it
+/// was folded with: a partition rebuilt from the log after a config change
+/// keeps the marks of the changes before it.
+pub fn scorecard_changes(bytes: &[u8]) -> Result<Vec<ScorecardChange>, SnapshotError> {
+    let (_, st, _) = parse_all(bytes)?;
+    Ok(state::scorecard_changes(st)?)
 }
 
 /// Where snapshots live. One small interface: the directory store below

@@ -355,6 +355,7 @@ fn fold_log() -> Folded {
                     sequenced_offset: events[p],
                     input_offsets: vec![("vitals.usage".into(), events[p] * 2)],
                     restoring: false,
+                    ..PartitionStatus::default()
                 },
             );
         }
@@ -1216,13 +1217,27 @@ async fn readiness_follows_restoring_partitions() {
     assert_eq!(restored.health, live.health);
     assert_eq!(j["score_days"].as_array().map(Vec::len), Some(32));
 
+    assert_eq!(j["scorecard_changes"], serde_json::json!([]));
+
+    // Two config changes: one before the account's history (not shown),
+    // one inside it (marked).
+    let wm = f.parts[0].watermark();
+    let change = |at, from: &str, to: &str| vitals::core::ScorecardChange {
+        at,
+        from: from.into(),
+        to: to.into(),
+    };
     read.set_status(
         0,
         PartitionStatus {
-            watermark: Some(f.parts[0].watermark()),
+            watermark: Some(wm),
             sequenced_offset: f.events[0],
             input_offsets: vec![("vitals.usage".into(), 1)],
             restoring: false,
+            scorecard_changes: vec![
+                change(wm - 400 * 86_400_000, "v0+00000000", "v1+11111111"),
+                change(wm - 3 * 86_400_000, "v1+11111111", "v2+22222222"),
+            ],
         },
     );
     let r = get(addr, "/readyz").await;
@@ -1230,6 +1245,14 @@ async fn readiness_follows_restoring_partitions() {
     let j = get(addr, "/v1/accounts/acme").await.json();
     assert_eq!(j["restoring"], false);
     assert_eq!(j["as_of"]["sequenced_offset"], f.events[0]);
+    assert_eq!(
+        j["scorecard_changes"],
+        serde_json::json!([{
+            "time": vitals::codec::timefmt::format(wm - 3 * 86_400_000),
+            "from": "v1+11111111",
+            "to": "v2+22222222",
+        }])
+    );
     // Ready now, so an account of another instance's partition is a 404.
     assert_eq!(get(addr, "/v1/accounts/hooli").await.status, 404);
 

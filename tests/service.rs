@@ -594,3 +594,111 @@ fn broker_outage_and_request_errors_are_survived_exactly_once() {
         "every event sequenced exactly once"
     );
 }
+
+/// Keeps the scorecard changes each partition's fold has seen.
+#[derive(Default)]
+struct Changes(
+    std::sync::Mutex<std::collections::HashMap<u32, Vec<vitals::core::ScorecardChange>>>,
+);
+
+impl service::Observer for Changes {
+    fn batch(
+        &self,
+        partition: u32,
+        part: &vitals::core::Partition,
+        _touched: &[&str],
+        _status: &service::Status,
+    ) {
+        let mut m = self.0.lock().unwrap();
+        m.insert(partition, part.scorecard_changes.clone());
+    }
+}
+
+/// A config change between restarts is marked where it took effect: the
+/// health records switch scorecard once per change, and each partition
+/// records `from → to` at the watermark where the old scorecard's
+/// published records end — kept across a later change too (the snapshot
+/// folded with the older config is refused, its marks are not lost).
+#[test]
+fn config_changes_are_marked_in_the_score_history() {
+    let broker = EmbeddedBroker::start(1, P).expect("broker");
+    let addr = broker.bootstrap_servers();
+    let events = generate(&SimOptions {
+        accounts: 15,
+        days: 90,
+        seed: 5,
+        ..Default::default()
+    });
+    let t0 = events[0].time;
+    let day = 86_400_000;
+    let prod = producer(&addr);
+    let mut base = config(&addr, "config-change-test");
+    // The mock coordinator lets a new member in only after the session
+    // timeout of the one that left (a real broker acts on LeaveGroup).
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        base.kafka.client.insert(k.into(), v.into());
+    }
+    let mut ids = Vec::new();
+    let mut obs = Arc::new(Changes::default());
+    for (phase, version) in ["v1", "v2", "v3"].into_iter().enumerate() {
+        for ev in events
+            .iter()
+            .filter(|e| (e.time - t0) / (30 * day) == phase as i64)
+        {
+            let v = json::encode(ev);
+            send(&prod, topic_for(ev.type_name()), None, &ev.account_id, &v);
+        }
+        flush(&prod);
+        let mut cfg = base.clone();
+        cfg.model.version = version.into();
+        cfg.model.scorecard.weights.usage += phase as f64;
+        ids.push(vitals::core::Model::new(cfg.model.clone()).id.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        obs = Arc::new(Changes::default());
+        let svc = {
+            let (stop, obs) = (stop.clone(), obs.clone());
+            std::thread::spawn(move || service::run(&cfg, obs, stop))
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !all_sequenced(&addr, P as i32) {
+            assert!(Instant::now() < deadline, "phase {phase} did not catch up");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        stop.store(true, Ordering::SeqCst);
+        svc.join()
+            .unwrap()
+            .expect("service ran and stopped cleanly");
+    }
+    let seen = obs.0.lock().unwrap().clone();
+    for p in 0..P {
+        let health = read_all(&addr, "vitals.health", p as i32);
+        let cards: Vec<String> = health
+            .iter()
+            .map(|r| r.header("vitals.scorecard").unwrap())
+            .collect();
+        // v1 … v1, v2 … v2, v3 … v3: one switch per change.
+        let mut runs: Vec<&String> = cards.iter().collect();
+        runs.dedup();
+        assert_eq!(runs, ids.iter().collect::<Vec<_>>(), "vitals.health[{p}]");
+        let changes = &seen[&p];
+        assert_eq!(changes.len(), 2, "partition {p}: {changes:?}");
+        for (k, c) in changes.iter().enumerate() {
+            assert_eq!((&*c.from, &*c.to), (ids[k].as_str(), ids[k + 1].as_str()));
+            // At the watermark after the last record the old one scored.
+            let last_old = health
+                .iter()
+                .rposition(|r| r.header("vitals.scorecard").as_ref() == Some(&ids[k]))
+                .unwrap();
+            let time = |r: &Rec| {
+                let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                timefmt::parse(v["time"].as_str().unwrap()).unwrap()
+            };
+            assert!(time(&health[last_old]) <= c.at, "partition {p} change {k}");
+            assert!(c.at < time(&health[last_old + 1]) + 3_600_000);
+        }
+        assert!(changes[0].at < changes[1].at);
+    }
+}

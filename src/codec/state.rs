@@ -17,7 +17,10 @@ use crate::core::interventions::{
     Arm, HorizonOutcome, InterventionOutcomes, Interventions, KindOutcome, Observation,
 };
 use crate::core::monitor::{Cohort, Monitor};
-use crate::core::partition::{Dedup, Labels, Model, Partition, PortfolioMonths, Stats};
+use crate::core::partition::{
+    Dedup, Labels, Model, Partition, PortfolioMonths, ScorecardChange, Stats,
+    SCORECARD_CHANGES_KEPT,
+};
 use crate::core::portfolio::MonthFlows;
 
 use super::pb;
@@ -575,8 +578,37 @@ pub fn encode(p: &Partition) -> Vec<u8> {
         monitor_churned: p.monitor.tally.churned.to_vec(),
         monitor_retained: p.monitor.tally.retained.to_vec(),
         monitor_at_risk: p.monitor.tally.at_risk.to_vec(),
+        scorecard_changes: p.scorecard_changes.iter().map(change_to).collect(),
     }
     .encode_to_vec()
+}
+
+fn change_to(c: &ScorecardChange) -> pb::ScorecardChange {
+    pb::ScorecardChange {
+        at: c.at,
+        from: c.from.to_string(),
+        to: c.to.to_string(),
+    }
+}
+
+fn changes_from(v: Vec<pb::ScorecardChange>) -> Result<Vec<ScorecardChange>, StateError> {
+    if v.len() > SCORECARD_CHANGES_KEPT {
+        return Err(StateError::Malformed("scorecard_changes"));
+    }
+    Ok(v.into_iter()
+        .map(|c| ScorecardChange {
+            at: c.at,
+            from: c.from.into(),
+            to: c.to.into(),
+        })
+        .collect())
+}
+
+/// The scorecard changes recorded in a state, whatever model folded it
+/// (the rest of the state is skipped, not decoded): a partition rebuilt
+/// with a new config keeps the marks of earlier changes.
+pub fn scorecard_changes(bytes: &[u8]) -> Result<Vec<ScorecardChange>, StateError> {
+    changes_from(pb::ScorecardChangesOnly::decode(bytes)?.scorecard_changes)
 }
 
 fn obs_to(o: &Observation) -> pb::Observation {
@@ -818,7 +850,8 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
             bands: c.bands,
         });
     }
-    Ok(Partition::from_parts(
+    let scorecard_changes = changes_from(s.scorecard_changes)?;
+    let mut part = Partition::from_parts(
         model,
         accounts,
         Labels::from_names(s.labels.into_iter().map(Into::into).collect()),
@@ -828,5 +861,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         months,
         Interventions::from_parts(kinds, pending, outcomes),
         monitor,
-    ))
+    );
+    part.scorecard_changes = scorecard_changes;
+    Ok(part)
 }

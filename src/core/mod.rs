@@ -33,7 +33,7 @@ pub mod time;
 pub use config::ModelConfig;
 pub use event::{Band, Event, EventKind};
 pub use interventions::{InterventionOutcomes, InterventionReport, Interventions};
-pub use partition::{Model, Outcome, Partition};
+pub use partition::{Model, Outcome, Partition, ScorecardChange};
 pub use portfolio::{Portfolio, PortfolioReport};
 pub use signal::{Alert, AlertKind, Health, Signal};
 pub use time::Ts;

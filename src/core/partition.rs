@@ -171,6 +171,19 @@ impl Model {
     }
 }
 
+/// A change of the scoring config the fold saw: records up to `at` (the
+/// watermark then) were scored by `from`, later ones by `to` (model ids,
+/// `version+hash`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScorecardChange {
+    pub at: Ts,
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+}
+
+/// How many scorecard changes a partition remembers (newest kept).
+pub const SCORECARD_CHANGES_KEPT: usize = 16;
+
 /// One partition's state: everything the fold depends on.
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -190,6 +203,10 @@ pub struct Partition {
     pub interventions: Interventions,
     /// Live model monitoring: cohorts and their churn labels.
     pub monitor: Monitor,
+    /// Scoring-config changes seen by this partition's fold, oldest first
+    /// (at most [`SCORECARD_CHANGES_KEPT`]): the marks in every account's
+    /// score history.
+    pub scorecard_changes: Vec<ScorecardChange>,
     /// Score on every event, even usage that cannot change the score
     /// (for tests that check skipping changes nothing).
     pub rescore_every_event: bool,
@@ -208,6 +225,7 @@ impl PartialEq for Partition {
             && self.portfolio == o.portfolio
             && self.interventions == o.interventions
             && self.monitor == o.monitor
+            && self.scorecard_changes == o.scorecard_changes
     }
 }
 
@@ -230,8 +248,27 @@ impl Partition {
             portfolio: Portfolio::default(),
             interventions: Interventions::default(),
             monitor: Monitor::new(),
+            scorecard_changes: Vec::new(),
             rescore_every_event: false,
         }
+    }
+
+    /// Marks that records folded so far were scored (and published) by
+    /// scorecard `from`, and later ones are by this partition's model: the
+    /// shell calls it where a restart with a changed config takes effect.
+    /// Nothing happens when `from` is this model, or nothing was folded.
+    pub fn note_scorecard_change(&mut self, from: &str) {
+        if from == &*self.model.id || self.max_time == NEVER {
+            return;
+        }
+        if self.scorecard_changes.len() >= SCORECARD_CHANGES_KEPT {
+            self.scorecard_changes.remove(0);
+        }
+        self.scorecard_changes.push(ScorecardChange {
+            at: self.max_time,
+            from: from.into(),
+            to: Arc::clone(&self.model.id),
+        });
     }
 
     /// Rebuilds a partition from restored parts (snapshot restore). The
@@ -300,6 +337,7 @@ impl Partition {
             portfolio: self.portfolio.clone(),
             interventions: self.interventions.clone(),
             monitor: self.monitor.clone(),
+            scorecard_changes: self.scorecard_changes.clone(),
             rescore_every_event: self.rescore_every_event,
         }
     }

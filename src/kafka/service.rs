@@ -885,6 +885,15 @@ impl Reader {
     }
 }
 
+/// The `vitals.scorecard` header of an output record.
+fn scorecard_of(headers: &[(&str, &[u8])]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == headers::SCORECARD)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}
+
 fn all_headers<'a>(m: &'a BorrowedMessage<'_>) -> Vec<(&'a str, &'a [u8])> {
     m.headers()
         .map(|h| {
@@ -1432,24 +1441,46 @@ impl Worker {
         let p = self.p;
         let reader = Reader::new(shared)?;
         let mut marks = [None; 5];
+        // The scorecards of the last published health and shadow records.
+        let mut scorecards = [None, None];
         for (i, t) in OutTopic::TRACKED.iter().enumerate() {
             if *t == OutTopic::Shadow && shared.shadow.is_none() {
                 continue;
             }
             let topic = shared.out_topic(*t);
-            marks[i] = reader.last(topic, p, provenance_of)?.flatten();
+            let last = reader.last(topic, p, |h| (provenance_of(h), scorecard_of(h)))?;
+            let (mark, scorecard) = last.unwrap_or_default();
+            marks[i] = mark;
+            match t {
+                OutTopic::Health => scorecards[0] = scorecard,
+                OutTopic::Shadow => scorecards[1] = scorecard,
+                _ => {}
+            }
         }
         let topic = &shared.cfg.kafka.topics.sequenced;
         let (low, high) = reader.watermarks(topic, p)?;
         let mut fold = None;
         let mut last_cursor = String::new();
+        // The scorecard changes of the newest snapshot refused for its
+        // model: a partition rebuilt after a config change keeps them.
+        let mut earlier_changes = None;
         if let Some(store) = &shared.snapshots {
             for name in store.list(p).unwrap_or_else(|e| {
                 warn!(partition = p, error = %e, "cannot list snapshots; rebuilding from the log");
                 Vec::new()
             }) {
                 let loaded = store.get(p, &name).and_then(|b| {
-                    snapshot::decode_with_shadow(&b, shared.model.clone(), shared.shadow.clone())
+                    let r = snapshot::decode_with_shadow(
+                        &b,
+                        shared.model.clone(),
+                        shared.shadow.clone(),
+                    );
+                    if matches!(r, Err(snapshot::SnapshotError::Model { .. }))
+                        && earlier_changes.is_none()
+                    {
+                        earlier_changes = snapshot::scorecard_changes(&b).ok();
+                    }
+                    r
                 });
                 match loaded {
                     Ok((meta, part, shadow))
@@ -1477,11 +1508,15 @@ impl Worker {
             }
         }
         let mut fold = fold.unwrap_or_else(|| {
-            let mut f = FoldWorker::new(p, Partition::new(shared.model.clone()), marks);
+            let mut part = Partition::new(shared.model.clone());
+            part.scorecard_changes = earlier_changes.unwrap_or_default();
+            let mut f = FoldWorker::new(p, part, marks);
             f.shadow = shared.shadow.clone().map(Partition::new);
             f
         });
         fold.format = shared.out_format;
+        let [live, shadow] = scorecards;
+        fold.published_scorecards(live, shadow);
         let low = fold.next_offset().unwrap_or(low);
         if low == 0 || fold.next_offset().is_some() {
             // From the start of the log, or from a snapshot.

@@ -397,6 +397,11 @@ pub struct FoldWorker {
     published: [Option<(i64, u32)>; 6],
     /// Next sequenced offset expected.
     next_offset: Option<i64>,
+    /// Live, then shadow: the scorecard of the last published health
+    /// record when it is not this worker's, and that record's provenance
+    /// offset — the change is noted in the partition once the fold passes
+    /// that offset (see [`FoldWorker::published_scorecards`]).
+    pending_changes: [Option<(String, i64)>; 2],
     signals: Vec<Signal>,
     pub suppressed: u64,
     /// Accounts that events touched since the shell last took them.
@@ -432,6 +437,7 @@ impl FoldWorker {
             shadow: None,
             published,
             next_offset: None,
+            pending_changes: [None, None],
             signals: Vec::new(),
             suppressed: 0,
             touched: Vec::new(),
@@ -446,6 +452,37 @@ impl FoldWorker {
         let mut w = FoldWorker::new(partition, part, published);
         w.next_offset = Some(next_offset);
         w
+    }
+
+    /// Tells the worker which scorecards made the last records already
+    /// published on the health topic (`live`) and the shadow topic, from
+    /// their `vitals.scorecard` header. When one differs from the model
+    /// now folding (the config changed since), the partition notes the
+    /// change at the watermark of the first record after it
+    /// ([`Partition::note_scorecard_change`]): before it, what downstream
+    /// has was scored by the old scorecard; from it, by the new one.
+    pub fn published_scorecards(&mut self, live: Option<String>, shadow: Option<String>) {
+        let mark = |t: OutTopic| self.published[t as usize].map(|m| m.0);
+        self.pending_changes = [
+            live.zip(mark(OutTopic::Health)),
+            shadow.zip(mark(OutTopic::Shadow)),
+        ];
+    }
+
+    fn note_scorecard_changes(&mut self, offset: i64) {
+        for (i, pending) in self.pending_changes.iter_mut().enumerate() {
+            let Some((from, _)) = pending.take_if(|(_, last)| offset > *last) else {
+                continue;
+            };
+            match i {
+                0 => self.part.note_scorecard_change(&from),
+                _ => {
+                    if let Some(sh) = &mut self.shadow {
+                        sh.note_scorecard_change(&from);
+                    }
+                }
+            }
+        }
     }
 
     /// The next sequenced offset this worker expects.
@@ -469,6 +506,7 @@ impl FoldWorker {
             }
         }
         self.next_offset = Some(offset + 1);
+        self.note_scorecard_changes(offset);
         let start = out.len();
         let p = self.partition;
         let dead =
@@ -657,6 +695,67 @@ mod tests {
             w.on_record(i as i64, r, &mut out).unwrap();
         }
         out
+    }
+
+    /// A restart with a changed config rebuilds the fold with the new
+    /// scorecard; the change is marked at the watermark of the last record
+    /// whose health output downstream already has (scored by the old one),
+    /// and the state round trip keeps the mark.
+    #[test]
+    fn a_config_change_is_marked_where_published_outputs_end() {
+        let log = log();
+        let old = run(&mut worker([None; 5]), &log, 0);
+        let old_id = Model::new(ModelConfig::default()).id.to_string();
+        let health: Vec<_> = old.iter().filter(|o| o.topic == OutTopic::Health).collect();
+        let last = health[health.len() / 2];
+        let mut marks = [None; 5];
+        marks[0] = Some((last.provenance, last.index));
+        let new_model = Arc::new(Model::new(ModelConfig {
+            version: "v2".into(),
+            ..Default::default()
+        }));
+        let mut w = FoldWorker::new(0, Partition::new(Arc::clone(&new_model)), marks);
+        w.published_scorecards(Some(old_id.clone()), None);
+        // The watermark after the last record already published.
+        let mut expected_at = None;
+        let mut out = Vec::new();
+        for (i, r) in log.iter().enumerate() {
+            w.on_record(i as i64, r, &mut out).unwrap();
+            if i as i64 == last.provenance {
+                expected_at = Some(w.part.max_time);
+                assert!(
+                    w.part.scorecard_changes.is_empty(),
+                    "not before it is passed"
+                );
+            }
+        }
+        assert_eq!(
+            w.part.scorecard_changes,
+            vec![crate::core::ScorecardChange {
+                at: expected_at.unwrap(),
+                from: old_id.as_str().into(),
+                to: Arc::clone(&new_model.id),
+            }]
+        );
+        // Published by the new scorecard: everything after the mark.
+        assert!(out
+            .iter()
+            .filter(|o| o.topic == OutTopic::Health)
+            .all(|o| o.provenance > last.provenance
+                || (o.provenance, o.index) > (last.provenance, last.index)));
+        let bytes = crate::codec::state::encode(&w.part);
+        let back = crate::codec::state::decode(&bytes, Arc::clone(&new_model)).unwrap();
+        assert_eq!(back.scorecard_changes, w.part.scorecard_changes);
+        // Readable whatever model folded it (a refused snapshot's marks).
+        assert_eq!(
+            crate::codec::state::scorecard_changes(&bytes).unwrap(),
+            w.part.scorecard_changes
+        );
+        // The same scorecard again: nothing to mark.
+        let mut same = worker(marks);
+        same.published_scorecards(Some(old_id), None);
+        run(&mut same, &log, 0);
+        assert!(same.part.scorecard_changes.is_empty());
     }
 
     #[test]
