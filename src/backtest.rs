@@ -28,7 +28,7 @@ pub mod metrics;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
@@ -516,28 +516,13 @@ pub enum Line<'a, 'b> {
 /// file order. Returns the count of invalid lines (skipped).
 pub fn read_log(path: &Path, mut f: impl FnMut(Line<'_, '_>)) -> Result<u64, BacktestError> {
     let file = io(path, File::open(path))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut line = Vec::with_capacity(4096);
+    let mut lines = crate::replay::LogLines::new(BufReader::with_capacity(1 << 20, file));
     let mut invalid = 0u64;
-    loop {
-        line.clear();
-        let n = io(
-            path,
-            (&mut reader)
-                .take(crate::codec::MAX_RECORD_BYTES as u64 + 2)
-                .read_until(b'\n', &mut line),
-        )?;
-        if n == 0 {
-            break;
-        }
-        if !line.ends_with(b"\n") && n as u64 > crate::codec::MAX_RECORD_BYTES as u64 {
-            // An oversize line: skip the rest of it.
-            let mut rest = Vec::new();
-            io(path, reader.read_until(b'\n', &mut rest))?;
+    while let Some(crate::replay::LogLine { body, oversize, .. }) = io(path, lines.next_line())? {
+        if oversize {
             invalid += 1;
             continue;
         }
-        let body = line.trim_ascii();
         if body.is_empty() {
             continue;
         }

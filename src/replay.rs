@@ -149,7 +149,7 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = LogLines::new(BufReader::with_capacity(1 << 20, file));
 
     let create = |name: &str| -> Result<(PathBuf, BufWriter<File>), ReplayError> {
         let p = opts.out.join(name);
@@ -165,34 +165,17 @@ pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     // Per account index: where its last health record is in health_log.
     let mut last_health: Vec<(u64, u32)> = Vec::new();
     let mut log_pos = 0u64;
-    let mut line = Vec::with_capacity(4096);
     let mut lines = 0u64;
     let mut invalid = 0u64;
-    let mut read = 0u64;
-    loop {
-        line.clear();
-        let n = io(
-            inp,
-            (&mut reader)
-                .take(crate::codec::MAX_RECORD_BYTES as u64 + 2)
-                .read_until(b'\n', &mut line),
-        )?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
-        if !line.ends_with(b"\n") && n as u64 > crate::codec::MAX_RECORD_BYTES as u64 {
-            // An oversize line: skip the rest of it.
-            let mut rest = Vec::new();
-            let m = io(inp, reader.read_until(b'\n', &mut rest))?;
-            read += m as u64;
-            line.extend_from_slice(&rest[..rest.len().min(64)]);
-        }
+    while let Some(LogLine {
+        body, bytes_read, ..
+    }) = io(inp, reader.next_line())?
+    {
         lines += 1;
         if lines % 65536 == 0 {
-            bar.set_position(read);
+            bar.set_position(bytes_read);
         }
-        let body = trim(&line);
+        // An oversize line is cut; the decoder rejects it for its size.
         if body.is_empty() {
             continue;
         }
@@ -310,6 +293,60 @@ fn account_index(p: &Partition, id: &str) -> usize {
     p.account_index(id).expect("a signal's account exists")
 }
 
+/// A JSONL log read line by line, each line bounded by
+/// [`crate::codec::MAX_RECORD_BYTES`] so one huge line cannot exhaust
+/// memory: how `vitals replay` and `vitals backtest` both read a log.
+pub struct LogLines<R> {
+    reader: R,
+    line: Vec<u8>,
+    bytes_read: u64,
+}
+
+/// One line of a log, as [`LogLines`] reads it.
+pub struct LogLine<'a> {
+    /// The line without its trailing whitespace (maybe empty).
+    pub body: &'a [u8],
+    /// The line was over the bound: `body` is cut (its first bytes and 64
+    /// of the rest, for the rejection message) and the rest was skipped.
+    pub oversize: bool,
+    /// Bytes of the log read so far (for progress).
+    pub bytes_read: u64,
+}
+
+impl<R: BufRead> LogLines<R> {
+    pub fn new(reader: R) -> Self {
+        LogLines {
+            reader,
+            line: Vec::with_capacity(4096),
+            bytes_read: 0,
+        }
+    }
+
+    /// The next line, `None` at the end.
+    pub fn next_line(&mut self) -> std::io::Result<Option<LogLine<'_>>> {
+        let max = crate::codec::MAX_RECORD_BYTES as u64;
+        self.line.clear();
+        let n = (&mut self.reader)
+            .take(max + 2)
+            .read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.bytes_read += n as u64;
+        let oversize = !self.line.ends_with(b"\n") && n as u64 > max;
+        if oversize {
+            let mut rest = Vec::new();
+            self.bytes_read += self.reader.read_until(b'\n', &mut rest)? as u64;
+            self.line.extend_from_slice(&rest[..rest.len().min(64)]);
+        }
+        Ok(Some(LogLine {
+            body: trim(&self.line),
+            oversize,
+            bytes_read: self.bytes_read,
+        }))
+    }
+}
+
 fn trim(line: &[u8]) -> &[u8] {
     let mut s = line;
     while let Some((&last, rest)) = s.split_last() {
@@ -320,4 +357,34 @@ fn trim(line: &[u8]) -> &[u8] {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines come back trimmed; one over the bound comes back cut and
+    /// flagged, and the line after it is read intact.
+    #[test]
+    fn log_lines_bound_each_line_and_resume_after_an_oversize_one() {
+        let max = crate::codec::MAX_RECORD_BYTES;
+        let mut log = b"first \r\n\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', max + 500));
+        log.extend(b"\nlast");
+        let mut r = LogLines::new(std::io::Cursor::new(&log));
+        let mut got = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            got.push((l.body.len(), l.oversize, l.bytes_read));
+        }
+        let total = log.len() as u64;
+        assert_eq!(
+            got,
+            vec![
+                (5, false, 8),
+                (0, false, 9),
+                ((max + 2) + 64, true, 9 + max as u64 + 501),
+                (4, false, total),
+            ]
+        );
+    }
 }
