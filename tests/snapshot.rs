@@ -38,6 +38,44 @@ fn round_trip_is_exact_and_metadata_is_kept() {
     assert_eq!(meta.model, p.model.id.to_string());
 }
 
+/// The partition's copy for a snapshot shares its accounts, duplicate
+/// memory and monitor cohorts copy-on-write: folding on (new accounts,
+/// cancellations that label cohort entries, duplicates aged out) must not
+/// change the copy — it still encodes to the state of the cut.
+#[test]
+fn snapshot_copy_is_unchanged_by_folding_on() {
+    let model = Arc::new(Model::new(ModelConfig {
+        monitor: vitals::core::monitor::MonitorConfig {
+            horizon_days: 30,
+            every_days: 7,
+        },
+        ..Default::default()
+    }));
+    let events = generate(&SimOptions {
+        accounts: 300,
+        days: 240,
+        seed: 3,
+        ..Default::default()
+    });
+    let (before, after) = events.split_at(events.len() / 2);
+    let mut p = Partition::new(Arc::clone(&model));
+    let mut out = Vec::new();
+    for ev in before {
+        p.apply(ev, &mut out);
+    }
+    assert!(!p.monitor.cohorts.is_empty(), "cohorts open at the cut");
+    let copy = p.snapshot_copy();
+    let at_cut = vitals::codec::state::encode(&copy);
+    let open_before = p.monitor.open_entries();
+    let cancelled_before = p.accounts.iter().filter(|a| a.is_cancelled()).count();
+    for ev in after {
+        p.apply(ev, &mut out);
+    }
+    assert!(p.accounts.iter().filter(|a| a.is_cancelled()).count() > cancelled_before);
+    assert_ne!(p.monitor.open_entries(), open_before);
+    assert_eq!(vitals::codec::state::encode(&copy), at_cut);
+}
+
 #[test]
 fn a_flipped_byte_anywhere_is_detected() {
     let p = folded();

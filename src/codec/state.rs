@@ -570,9 +570,9 @@ pub fn encode(p: &Partition) -> Vec<u8> {
             .iter()
             .map(|c| pb::MonitorCohort {
                 at: c.at,
-                accounts: c.accounts.clone(),
-                scores: c.scores.clone(),
-                bands: c.bands.clone(),
+                accounts: c.accounts.to_vec(),
+                scores: c.scores.to_vec(),
+                bands: c.bands.to_vec(),
             })
             .collect(),
         monitor_churned: p.monitor.tally.churned.to_vec(),
@@ -845,9 +845,9 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
         }
         monitor.cohorts.push_back(Cohort {
             at: c.at,
-            accounts: c.accounts,
-            scores: c.scores,
-            bands: c.bands,
+            accounts: c.accounts.into(),
+            scores: Arc::new(c.scores),
+            bands: c.bands.into(),
         });
     }
     let scorecard_changes = changes_from(s.scorecard_changes)?;

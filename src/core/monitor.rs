@@ -27,6 +27,7 @@
 //! service compute the same tally.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,15 +60,19 @@ impl Default for MonitorConfig {
 const RESOLVED: u8 = u8::MAX;
 
 /// The accounts scored at one cohort time, sorted by account index.
+///
+/// Shared, so a snapshot copy of the partition takes no copy of them:
+/// only a cancellation writes to a cohort (one entry's score), and the
+/// first such write after a copy clones that cohort's scores alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cohort {
     pub at: Ts,
     /// Account indexes (arrival order in the partition), ascending.
-    pub accounts: Vec<u32>,
+    pub accounts: Arc<[u32]>,
     /// Rounded score 0..=100 per entry; [`RESOLVED`] once labelled.
-    pub scores: Vec<u8>,
+    pub scores: Arc<Vec<u8>>,
     /// `Band::to_u8` per entry.
-    pub bands: Vec<u8>,
+    pub bands: Arc<[u8]>,
 }
 
 /// Labelled cohort entries, summed.
@@ -214,7 +219,7 @@ impl Monitor {
     }
 
     fn retain_unresolved(&mut self, c: &Cohort) {
-        for (&s, &b) in c.scores.iter().zip(&c.bands) {
+        for (&s, &b) in c.scores.iter().zip(c.bands.iter()) {
             if s != RESOLVED {
                 self.tally.retained[s as usize] += 1;
                 if b == Band::AtRisk.to_u8() {
@@ -239,7 +244,7 @@ impl Monitor {
             if s == RESOLVED {
                 continue;
             }
-            c.scores[i] = RESOLVED;
+            Arc::make_mut(&mut c.scores)[i] = RESOLVED;
             if c.at < time {
                 self.tally.churned[s as usize] += 1;
                 if c.bands[i] == Band::AtRisk.to_u8() {
@@ -256,10 +261,7 @@ impl Monitor {
 }
 
 fn take(at: Ts, accounts: &Accounts) -> Cohort {
-    let mut c = Cohort {
-        at,
-        ..Default::default()
-    };
+    let (mut ids, mut scores, mut bands) = (Vec::new(), Vec::new(), Vec::new());
     for (i, acc) in accounts.iter().enumerate() {
         let Some(p) = &acc.alert.published else {
             continue;
@@ -270,11 +272,16 @@ fn take(at: Ts, accounts: &Accounts) -> Cohort {
         let Ok(i) = u32::try_from(i) else {
             break;
         };
-        c.accounts.push(i);
-        c.scores.push(p.score.round().clamp(0.0, 100.0) as u8);
-        c.bands.push(acc.alert.band.to_u8());
+        ids.push(i);
+        scores.push(p.score.round().clamp(0.0, 100.0) as u8);
+        bands.push(acc.alert.band.to_u8());
     }
-    c
+    Cohort {
+        at,
+        accounts: ids.into(),
+        scores: Arc::new(scores),
+        bands: bands.into(),
+    }
 }
 
 #[cfg(test)]
