@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--accounts", type=int, default=60000)
     ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--joining", type=float, default=0.3,
+                    help="share of accounts joining during the run (0 = a fixed population)")
     ap.add_argument("--interval", type=float, default=15, help="seconds between samples")
     ap.add_argument("--port", type=int, default=19464)
     ap.add_argument("--out", default="soak-results")
@@ -181,7 +183,7 @@ def main():
                  "vitals run")
         sim = start("simulate", ["simulate", "--brokers", addr, "--rate", str(a.rate),
                                  "--accounts", str(a.accounts), "--days", str(a.days),
-                                 "--seed", "7"])
+                                 "--joining", str(a.joining), "--seed", "7"])
         rows = []
         t0 = time.time()
         prev_m = parse(scrape(url + "/metrics"))
@@ -205,6 +207,7 @@ def main():
                 "rss_run_mb": round((rss_bytes(run.pid) or 0) / 2**20, 1),
                 "rss_broker_mb": round((rss_bytes(broker.pid) or 0) / 2**20, 1),
                 "lag": int(total(m, "vitals_consumer_lag")),
+                "accounts": int(total(m, "vitals_accounts")),
                 "events_per_s": round((total(m, "vitals_events_total")
                                        - total(prev_m, "vitals_events_total")) / dt),
                 "alerts": alerts,
@@ -230,12 +233,15 @@ def main():
 
         summary = {
             "minutes": a.minutes,
+            "joining": a.joining,
             "rate": a.rate,
             "partitions": a.partitions,
             "samples": len(rows),
             "rss_run_mb_first_half": mean(first, "rss_run_mb"),
             "rss_run_mb_second_half": mean(second, "rss_run_mb"),
             "rss_run_mb_max": max(r["rss_run_mb"] for r in rows),
+            "accounts_first_half": mean(first, "accounts"),
+            "accounts_second_half": mean(second, "accounts"),
             "rss_broker_mb_max": max(r["rss_broker_mb"] for r in rows),
             "lag_first_half": mean(first, "lag"),
             "lag_second_half": mean(second, "lag"),

@@ -40,6 +40,10 @@ enum Cmd {
         /// Persona weights: steady,silent_churner,support_heavy,payment_trouble,expanding,promoter,detractor.
         #[arg(long, value_delimiter = ',', num_args = 1..=7)]
         mix: Option<Vec<f64>>,
+        /// Share of accounts that join during the first 60% of the period
+        /// (the rest exist from the first week); 0 = a fixed population.
+        #[arg(long, default_value_t = 0.3)]
+        joining: f64,
         /// Where to write the events ("-" = stdout).
         #[arg(long, default_value = "-")]
         out: String,
@@ -345,16 +349,21 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             start,
             mix,
+            joining,
             out,
             truth,
             brokers,
             rate,
         } => {
+            if !(0.0..=1.0).contains(&joining) {
+                bail!("--joining: a share between 0 and 1, got {joining}");
+            }
             let mut o = simulate::SimOptions {
                 accounts,
                 days,
                 seed,
                 start: parse_time(&start)?,
+                joining,
                 ..Default::default()
             };
             if let Some(m) = mix {

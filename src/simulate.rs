@@ -44,6 +44,10 @@ pub struct SimOptions {
     pub start: Ts,
     /// Persona weights, in [`Persona::ALL`] order.
     pub mix: [f64; 7],
+    /// Share of accounts that join during the first 60% of the period;
+    /// the others exist from the first week. 0 keeps the population fixed
+    /// (a soak that should show flat memory).
+    pub joining: f64,
 }
 
 /// 2025-01-06T00:00:00Z, a Monday.
@@ -59,6 +63,7 @@ impl Default for SimOptions {
             seed: 42,
             start: DEFAULT_START,
             mix: DEFAULT_MIX,
+            joining: 0.3,
         }
     }
 }
@@ -185,7 +190,7 @@ impl Acct {
         };
         let days = o.days;
         // Most accounts exist from the start; the rest join over the first 60%.
-        let start = if rng.random::<f64>() < 0.7 {
+        let start = if rng.random::<f64>() < 1.0 - o.joining {
             rng.random_range(0..7u32.min(days))
         } else {
             rng.random_range(0..((days * 6 / 10).max(1)))
@@ -837,5 +842,32 @@ impl Simulation {
         self.accts[i].day(day, &o, &mut tmp);
         tmp.sort_by_key(|e| e.0);
         out.extend(tmp.into_iter().map(|e| e.1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `joining` is the share of accounts that start after the first week;
+    /// 0 gives a fixed population (every account there in week one).
+    #[test]
+    fn joining_sets_the_share_of_late_accounts() {
+        let week = timefmt::format(DEFAULT_START + 7 * MS_PER_DAY);
+        let late = |joining: f64| {
+            truth(&SimOptions {
+                accounts: 2000,
+                joining,
+                ..Default::default()
+            })
+            .iter()
+            .filter(|t| t.started_at >= week)
+            .count()
+        };
+        assert_eq!(late(0.0), 0);
+        // ~30% of 2,000 join over 219 days; a few of them in week one.
+        let default = late(0.3);
+        assert!((500..700).contains(&default), "{default}");
+        assert!(late(1.0) > 1900);
     }
 }
