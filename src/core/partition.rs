@@ -24,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::{HashMap, HashTable};
 
 use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER};
 use super::accounts::Accounts;
@@ -127,15 +127,95 @@ impl Labels {
 /// Remembered event ids: `(hash of account id and event id)` with event
 /// time, forgotten when the watermark passes `time + window`, or oldest
 /// first beyond the cap.
+///
+/// `order` is the memory (what a snapshot holds); `index` finds a key in
+/// it. The index is a hash table of positions, not of keys: each entry is
+/// the key's sequence number (keys forgotten before it plus its place in
+/// `order`) modulo 2³², hashed by the key itself (already an xxh3 hash).
+/// Four bytes a slot instead of eight: the fold's most randomly accessed
+/// table shrinks (0.64 MB instead of 1.15 MB for the fold benchmark's 42k
+/// ids), and cache misses are most of the fold's time. Forgetting the
+/// oldest key compares sequence numbers only; a lookup reads `order` only
+/// on a 7-bit tag match.
 #[derive(Debug, Clone, Default)]
 pub struct Dedup {
-    pub set: HashSet<u64>,
     pub order: VecDeque<(u64, Ts)>,
+    index: HashTable<u32>,
+    /// Keys forgotten so far, modulo 2³²: the sequence number of
+    /// `order[0]`. `order` never holds more than 2³² keys (the cap is a
+    /// `u32`, and it is enforced right after each insertion), so the
+    /// sequence numbers in it are distinct modulo 2³².
+    forgotten: u32,
 }
 
 impl PartialEq for Dedup {
     fn eq(&self, other: &Self) -> bool {
         self.order == other.order
+    }
+}
+
+impl Dedup {
+    /// The memory restored from a snapshot's `(key, time)` list, oldest
+    /// first.
+    pub fn from_order(order: VecDeque<(u64, Ts)>) -> Self {
+        let mut d = Dedup {
+            order,
+            index: HashTable::new(),
+            forgotten: 0,
+        };
+        d.index.reserve(d.order.len(), |_| 0);
+        let order = &d.order;
+        for (i, &(k, _)) in order.iter().enumerate() {
+            d.index
+                .insert_unique(k, i as u32, |&s| Self::at(order, 0, s).unwrap_or(0));
+        }
+        d
+    }
+
+    /// The memory as it is, without its index: for encoding only (see
+    /// [`Partition::snapshot_copy`]).
+    fn copy_for_snapshot(&self) -> Self {
+        Dedup {
+            order: self.order.clone(),
+            index: HashTable::new(),
+            forgotten: 0,
+        }
+    }
+
+    /// The key with sequence number `seq` (0 if none: never the case
+    /// while `order` and `index` agree, and no reason to panic if not).
+    fn at(order: &VecDeque<(u64, Ts)>, forgotten: u32, seq: u32) -> Option<u64> {
+        order.get(seq.wrapping_sub(forgotten) as usize).map(|e| e.0)
+    }
+
+    /// Remembers `key` at the back; false (and nothing changes) if it is
+    /// already remembered.
+    fn insert(&mut self, key: u64, time: Ts) -> bool {
+        let (order, forgotten) = (&self.order, self.forgotten);
+        let entry = self.index.entry(
+            key,
+            |&s| Self::at(order, forgotten, s) == Some(key),
+            |&s| Self::at(order, forgotten, s).unwrap_or(0),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(forgotten.wrapping_add(order.len() as u32));
+                self.order.push_back((key, time));
+                true
+            }
+        }
+    }
+
+    /// Forgets the oldest key.
+    fn pop_front(&mut self) {
+        if let Some((k, _)) = self.order.pop_front() {
+            let seq = self.forgotten;
+            if let Ok(e) = self.index.find_entry(k, |&s| s == seq) {
+                e.remove();
+            }
+            self.forgotten = seq.wrapping_add(1);
+        }
     }
 }
 
@@ -326,10 +406,7 @@ impl Partition {
             accounts: self.accounts.clone(),
             index: HashTable::new(),
             labels: self.labels.clone(),
-            dedup: Dedup {
-                set: Default::default(),
-                order: self.dedup.order.clone(),
-            },
+            dedup: self.dedup.copy_for_snapshot(),
             timers: BinaryHeap::new(),
             queued: Vec::new(),
             max_time: self.max_time,
@@ -426,21 +503,19 @@ impl Partition {
 
     /// Remembers `key`; false if it was already there.
     fn remember(&mut self, key: u64, time: Ts) -> bool {
-        if !self.dedup.set.insert(key) {
+        if !self.dedup.insert(key, time) {
             return false;
         }
-        self.dedup.order.push_back((key, time));
         let window = self.model.cfg.limits.dedup_window_hours as i64 * MS_PER_HOUR;
         let horizon = self.watermark().saturating_sub(window);
         let cap = self.model.cfg.limits.dedup_max_ids as usize;
-        while let Some(&(k, t)) = self.dedup.order.front() {
+        while let Some(&(_, t)) = self.dedup.order.front() {
             let over = self.dedup.order.len() > cap;
             if t < horizon || over {
                 if over && t >= horizon {
                     self.stats.dedup_forgotten_early += 1;
                 }
-                self.dedup.order.pop_front();
-                self.dedup.set.remove(&k);
+                self.dedup.pop_front();
             } else {
                 break;
             }
@@ -1093,5 +1168,56 @@ fn explain_then(explain: bool, f: impl FnOnce() -> String) -> String {
         f()
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod dedup_tests {
+    use std::collections::{HashSet, VecDeque};
+
+    use super::Dedup;
+
+    /// The position index agrees with a plain set of keys through
+    /// insertions, repeats, forgetting (also of keys remembered again
+    /// later), sequence numbers wrapping past 2³², and restoring.
+    #[test]
+    fn dedup_index_matches_a_set_of_keys() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Start just below the wrap of the 32-bit sequence numbers.
+        let mut d = Dedup {
+            forgotten: u32::MAX - 300,
+            ..Default::default()
+        };
+        let mut set = HashSet::new();
+        let mut order = VecDeque::new();
+        for step in 0..20_000i64 {
+            // Few distinct keys (so repeats and re-remembering happen), some
+            // equal in their low and high bits (same bucket, same tag).
+            let k = match rnd() % 4 {
+                0 => (rnd() % 64) << 40,
+                _ => rnd() % 600,
+            };
+            let new = set.insert(k);
+            assert_eq!(d.insert(k, step), new, "key {k} at step {step}");
+            if new {
+                order.push_back((k, step));
+            }
+            while order.len() > (rnd() % 400) as usize {
+                let (k, _) = order.pop_front().unwrap();
+                set.remove(&k);
+                d.pop_front();
+            }
+            assert_eq!(d.order, order);
+            if step % 5000 == 4999 {
+                d = Dedup::from_order(d.order.clone());
+            }
+        }
+        assert_eq!(d.index.len(), set.len());
     }
 }
