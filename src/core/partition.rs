@@ -709,20 +709,23 @@ impl Partition {
             let tier = self.labels.get(acc.tier);
             acc.scorecard = self.model.card_for(seg, tier);
         }
-        if let Some(b) = before {
-            self.contribution_changed(idx, &b);
-        }
-        if rescore {
-            let now = ev.time.max(self.accounts[idx].last_eval);
-            if skip {
-                // Nothing the score reads changed: keep the bookkeeping that
-                // scoring would have done, and emit nothing (it would not).
-                self.stats.rescore_skipped += 1;
-                let acc = &mut self.accounts[idx];
-                acc.last_eval = now;
-                acc.timer_due = next_timer(acc, now, &self.model.cfg.alerts);
-                self.schedule(idx);
-            } else {
+        if skip {
+            // Nothing the score reads changed: keep the bookkeeping that
+            // scoring would have done, and emit nothing (it would not). A
+            // usage event, so no portfolio contribution moved. Done through
+            // `acc`: each `&mut self.accounts[i]` costs two atomic
+            // read-modify-writes (the copy-on-write checks).
+            let now = ev.time.max(acc.last_eval);
+            acc.last_eval = now;
+            acc.timer_due = next_timer(acc, now, &cfg.alerts);
+            self.stats.rescore_skipped += 1;
+            self.schedule(idx);
+        } else {
+            if let Some(b) = before {
+                self.contribution_changed(idx, &b);
+            }
+            if rescore {
+                let now = ev.time.max(self.accounts[idx].last_eval);
                 self.score(idx, now, Cause::Event(&ev.id), out);
             }
         }
