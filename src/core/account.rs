@@ -143,6 +143,14 @@ impl WeekRing {
     pub fn sum(&self, from: i32, to: i32, f: impl Fn(&WeekCell) -> u32) -> u32 {
         (from..=to).map(|w| f(&self.get(w))).sum()
     }
+
+    /// The [`WEEKS`] weeks ending with `week`, oldest first: element `k`
+    /// is [`WeekRing::get`]`(week - WEEKS + 1 + k)`. For reading several
+    /// windows of the same weeks without looking each week up again.
+    pub fn last_weeks(&self, week: i32) -> [WeekCell; WEEKS] {
+        let first = week - WEEKS as i32 + 1;
+        std::array::from_fn(|k| self.get(first + k as i32))
+    }
 }
 
 /// A decayed mean of survey answers (exponential weights by event time).
@@ -528,6 +536,14 @@ impl Account {
             .iter()
             .filter(|&&u| (u as u32 as i32) >= since_day)
             .count() as u32
+    }
+
+    /// Distinct users active on or after each of two days, in one pass.
+    pub fn active_users_since2(&self, a: i32, b: i32) -> (u32, u32) {
+        self.users.iter().fold((0, 0), |(na, nb), &u| {
+            let d = u as u32 as i32;
+            (na + (d >= a) as u32, nb + (d >= b) as u32)
+        })
     }
 
     /// Distinct features used on or after `since_day`.
