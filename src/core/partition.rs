@@ -427,7 +427,9 @@ impl Partition {
     pub fn account(&self, id: &str) -> Option<&Account> {
         let h = account_hash(id);
         self.index
-            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .find(h, |&i| {
+                self.accounts[i as usize].id.as_bytes() == id.as_bytes()
+            })
             .map(|&i| &self.accounts[i as usize])
     }
 
@@ -441,7 +443,9 @@ impl Partition {
     pub fn account_index(&self, id: &str) -> Option<usize> {
         let h = account_hash(id);
         self.index
-            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .find(h, |&i| {
+                self.accounts[i as usize].id.as_bytes() == id.as_bytes()
+            })
             .map(|&i| i as usize)
     }
 
@@ -487,7 +491,10 @@ impl Partition {
 
     fn lookup_or_create(&mut self, id: &str, h: u64, time: Ts) -> usize {
         let accs = &self.accounts;
-        if let Some(&i) = self.index.find(h, |&i| &*accs[i as usize].id == id) {
+        if let Some(&i) = self
+            .index
+            .find(h, |&i| accs[i as usize].id.as_bytes() == id.as_bytes())
+        {
             return i as usize;
         }
         let idx = self.accounts.len() as u32;
