@@ -830,21 +830,21 @@ impl Partition {
             // At least `upsell_min_signals` signals, one of them a sign of
             // outgrowing the plan (seats or usage growth), not only of
             // liking it (NPS, breadth).
-            let sig = upsell_signals(&ev, acc, day, cfg, false);
-            let expansion = sig.iter().any(|s| {
-                matches!(
+            let (mut n_sig, mut expansion) = (0u32, false);
+            each_upsell_signal(&ev, acc, day, cfg, false, |s| {
+                n_sig += 1;
+                expansion |= matches!(
                     s.signal,
                     "seat_utilisation" | "plan_limit_pressure" | "usage_growth"
-                )
+                );
             });
-            let cond =
-                band == Band::Healthy && expansion && sig.len() as u32 >= rules.upsell_min_signals;
+            let cond = band == Band::Healthy && expansion && n_sig >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
             let up_cooled = acc.alert.last_upsell_alert == NEVER
                 || now - acc.alert.last_upsell_alert >= up_cool;
             let rising = cond && !acc.alert.upsell_active;
             if (rising || (cond && acc.alert.upsell_pending)) && up_cooled {
-                let signals = upsell_signals(&ev, acc, day, cfg, true);
+                let signals = upsell_signals(&ev, acc, day, cfg);
                 alerts.push((AlertKind::UpsellOpportunity, "expansion_signals", signals));
                 acc.alert.last_upsell_alert = now;
                 acc.alert.upsell_pending = false;
@@ -1098,18 +1098,32 @@ enum Cause<'a> {
     Timer(Ts),
 }
 
-/// The upsell signals that hold. With `explain` false the details are left
-/// empty (a cheap count for the common case where nothing fires).
+/// The upsell signals that hold, explained.
 fn upsell_signals(
     ev: &Evaluation,
     acc: &Account,
     day: i32,
     cfg: &ModelConfig,
-    explain: bool,
 ) -> Vec<UpsellSignal> {
+    let mut v = Vec::new();
+    each_upsell_signal(ev, acc, day, cfg, true, |s| v.push(s));
+    v
+}
+
+/// Calls `push` with each upsell signal that holds, in output order. With
+/// `explain` false the details are left empty: a cheap count, with no
+/// allocation, for the common case where nothing fires.
+fn each_upsell_signal(
+    ev: &Evaluation,
+    acc: &Account,
+    day: i32,
+    cfg: &ModelConfig,
+    explain: bool,
+    push: impl FnMut(UpsellSignal),
+) {
     let r = &cfg.alerts;
     let m = &ev.measures;
-    let mut s = Vec::new();
+    let mut s = Push(push);
     // Seat pressure is judged on the last 7 days: nearly every user shows
     // up at least once in 28 days, so 28-day counts flatter utilisation.
     if m.seats > 0 {
@@ -1170,7 +1184,15 @@ fn upsell_signals(
             }),
         });
     }
-    s
+}
+
+/// Adapts a closure to the `s.push(x)` calls of [`each_upsell_signal`].
+struct Push<F>(F);
+
+impl<F: FnMut(UpsellSignal)> Push<F> {
+    fn push(&mut self, x: UpsellSignal) {
+        (self.0)(x)
+    }
 }
 
 fn explain_then(explain: bool, f: impl FnOnce() -> String) -> String {
