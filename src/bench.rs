@@ -86,7 +86,7 @@ pub fn memory(accounts: u32, days: u32, seed: u64) -> MemoryReport {
         users += a.users.len();
         heap_users += thin(a.users.capacity(), 8);
         heap_features += thin(a.features.capacity(), 12);
-        heap_other += a.id.len()
+        heap_other += a.id.heap_bytes()
             + thin(a.mrr_history.capacity(), 16)
             + thin(
                 a.unpaid.capacity(),

@@ -360,7 +360,7 @@ impl Pass {
                 .iter()
                 .enumerate()
                 .map(|(i, a)| AccountInfo {
-                    id: a.id.clone(),
+                    id: (*a.id).into(),
                     group: part
                         .label(a.segment)
                         .or_else(|| part.label(a.tier))

@@ -753,10 +753,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     stats.dedup_forgotten_early = m[8];
     stats.at_risk_suppressed_by_cooldown = m[9];
     stats.rescore_skipped = m[10];
-    let dedup = Dedup {
-        set: s.dedup_key.iter().copied().collect(),
-        order: s.dedup_key.into_iter().zip(s.dedup_time).collect(),
-    };
+    let dedup = Dedup::from_order(s.dedup_key.into_iter().zip(s.dedup_time).collect());
     let accounts = s
         .accounts
         .into_iter()

@@ -143,6 +143,14 @@ impl WeekRing {
     pub fn sum(&self, from: i32, to: i32, f: impl Fn(&WeekCell) -> u32) -> u32 {
         (from..=to).map(|w| f(&self.get(w))).sum()
     }
+
+    /// The [`WEEKS`] weeks ending with `week`, oldest first: element `k`
+    /// is [`WeekRing::get`]`(week - WEEKS + 1 + k)`. For reading several
+    /// windows of the same weeks without looking each week up again.
+    pub fn last_weeks(&self, week: i32) -> [WeekCell; WEEKS] {
+        let first = week - WEEKS as i32 + 1;
+        std::array::from_fn(|k| self.get(first + k as i32))
+    }
 }
 
 /// A decayed mean of survey answers (exponential weights by event time).
@@ -407,10 +415,119 @@ impl AlertState {
     }
 }
 
+/// Longest account id kept inline in [`AccountId`].
+pub const INLINE_ID: usize = 22;
+
+/// An account id. Ids of up to [`INLINE_ID`] bytes (the usual kind) live
+/// inside the account, in its first cache line: the fold compares the id on
+/// every event (account lookup), and a separate allocation was one more
+/// cache miss per event and 32 more bytes per account. Longer ids are
+/// boxed. Behaves as a `str` (`Deref`, equality, order, `Debug`, `Display`).
+#[derive(Clone)]
+pub enum AccountId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Boxed(Box<str>),
+}
+
+impl AccountId {
+    pub fn new(id: &str) -> Self {
+        if id.len() <= INLINE_ID {
+            let mut bytes = [0; INLINE_ID];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            AccountId::Inline {
+                len: id.len() as u8,
+                bytes,
+            }
+        } else {
+            AccountId::Boxed(id.into())
+        }
+    }
+
+    /// The id's bytes (no UTF-8 check: for comparing).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            AccountId::Inline { len, bytes } => &bytes[..*len as usize],
+            AccountId::Boxed(b) => b.as_bytes(),
+        }
+    }
+
+    /// Bytes allocated outside the account (memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            AccountId::Inline { .. } => 0,
+            AccountId::Boxed(b) => b.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for AccountId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            // Always valid: the bytes were copied whole from a `str`.
+            AccountId::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            AccountId::Boxed(b) => b,
+        }
+    }
+}
+
+impl AsRef<str> for AccountId {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl From<&str> for AccountId {
+    fn from(s: &str) -> Self {
+        AccountId::new(s)
+    }
+}
+
+impl From<String> for AccountId {
+    fn from(s: String) -> Self {
+        AccountId::new(&s)
+    }
+}
+
+impl PartialEq for AccountId {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_bytes() == o.as_bytes()
+    }
+}
+
+impl Eq for AccountId {}
+
+impl PartialOrd for AccountId {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for AccountId {
+    /// As `str` orders (byte-wise).
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(o.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// Everything the fold knows about one account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
-    pub id: Box<str>,
+    pub id: AccountId,
     /// Interned labels (0 = none); see `Labels`.
     pub segment: u16,
     pub tier: u16,
@@ -528,6 +645,14 @@ impl Account {
             .iter()
             .filter(|&&u| (u as u32 as i32) >= since_day)
             .count() as u32
+    }
+
+    /// Distinct users active on or after each of two days, in one pass.
+    pub fn active_users_since2(&self, a: i32, b: i32) -> (u32, u32) {
+        self.users.iter().fold((0, 0), |(na, nb), &u| {
+            let d = u as u32 as i32;
+            (na + (d >= a) as u32, nb + (d >= b) as u32)
+        })
     }
 
     /// Distinct features used on or after `since_day`.
@@ -980,6 +1105,28 @@ pub struct AppliedLabels {
 #[cfg(test)]
 mod size_tests {
     use super::*;
+
+    #[test]
+    fn account_ids_behave_as_strings_inline_or_boxed() {
+        let long = "x".repeat(INLINE_ID + 1);
+        let ids = ["", "acct-000001", "ü€𝄞", &"y".repeat(INLINE_ID), &long];
+        for s in ids {
+            let id = AccountId::new(s);
+            assert_eq!(&*id, s);
+            assert_eq!(id.as_bytes(), s.as_bytes());
+            assert_eq!(format!("{id:?}"), format!("{s:?}"));
+            assert_eq!(id.to_string(), s);
+            assert_eq!(
+                id.heap_bytes(),
+                if s.len() > INLINE_ID { s.len() } else { 0 }
+            );
+            assert_eq!(AccountId::from(s.to_string()), id);
+            for t in ids {
+                assert_eq!(id.cmp(&AccountId::new(t)), s.cmp(t), "{s:?} vs {t:?}");
+            }
+        }
+        assert!(std::mem::size_of::<AccountId>() <= 24);
+    }
 
     #[test]
     fn print_sizes() {

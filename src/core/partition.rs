@@ -24,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::{HashMap, HashTable};
 
 use super::account::{hash64, Account, AppliedLabels, LimitHits, Override, Published, NEVER};
 use super::accounts::Accounts;
@@ -127,15 +127,95 @@ impl Labels {
 /// Remembered event ids: `(hash of account id and event id)` with event
 /// time, forgotten when the watermark passes `time + window`, or oldest
 /// first beyond the cap.
+///
+/// `order` is the memory (what a snapshot holds); `index` finds a key in
+/// it. The index is a hash table of positions, not of keys: each entry is
+/// the key's sequence number (keys forgotten before it plus its place in
+/// `order`) modulo 2³², hashed by the key itself (already an xxh3 hash).
+/// Four bytes a slot instead of eight: the fold's most randomly accessed
+/// table shrinks (0.64 MB instead of 1.15 MB for the fold benchmark's 42k
+/// ids), and cache misses are most of the fold's time. Forgetting the
+/// oldest key compares sequence numbers only; a lookup reads `order` only
+/// on a 7-bit tag match.
 #[derive(Debug, Clone, Default)]
 pub struct Dedup {
-    pub set: HashSet<u64>,
     pub order: VecDeque<(u64, Ts)>,
+    index: HashTable<u32>,
+    /// Keys forgotten so far, modulo 2³²: the sequence number of
+    /// `order[0]`. `order` never holds more than 2³² keys (the cap is a
+    /// `u32`, and it is enforced right after each insertion), so the
+    /// sequence numbers in it are distinct modulo 2³².
+    forgotten: u32,
 }
 
 impl PartialEq for Dedup {
     fn eq(&self, other: &Self) -> bool {
         self.order == other.order
+    }
+}
+
+impl Dedup {
+    /// The memory restored from a snapshot's `(key, time)` list, oldest
+    /// first.
+    pub fn from_order(order: VecDeque<(u64, Ts)>) -> Self {
+        let mut d = Dedup {
+            order,
+            index: HashTable::new(),
+            forgotten: 0,
+        };
+        d.index.reserve(d.order.len(), |_| 0);
+        let order = &d.order;
+        for (i, &(k, _)) in order.iter().enumerate() {
+            d.index
+                .insert_unique(k, i as u32, |&s| Self::at(order, 0, s).unwrap_or(0));
+        }
+        d
+    }
+
+    /// The memory as it is, without its index: for encoding only (see
+    /// [`Partition::snapshot_copy`]).
+    fn copy_for_snapshot(&self) -> Self {
+        Dedup {
+            order: self.order.clone(),
+            index: HashTable::new(),
+            forgotten: 0,
+        }
+    }
+
+    /// The key with sequence number `seq` (0 if none: never the case
+    /// while `order` and `index` agree, and no reason to panic if not).
+    fn at(order: &VecDeque<(u64, Ts)>, forgotten: u32, seq: u32) -> Option<u64> {
+        order.get(seq.wrapping_sub(forgotten) as usize).map(|e| e.0)
+    }
+
+    /// Remembers `key` at the back; false (and nothing changes) if it is
+    /// already remembered.
+    fn insert(&mut self, key: u64, time: Ts) -> bool {
+        let (order, forgotten) = (&self.order, self.forgotten);
+        let entry = self.index.entry(
+            key,
+            |&s| Self::at(order, forgotten, s) == Some(key),
+            |&s| Self::at(order, forgotten, s).unwrap_or(0),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(forgotten.wrapping_add(order.len() as u32));
+                self.order.push_back((key, time));
+                true
+            }
+        }
+    }
+
+    /// Forgets the oldest key.
+    fn pop_front(&mut self) {
+        if let Some((k, _)) = self.order.pop_front() {
+            let seq = self.forgotten;
+            if let Ok(e) = self.index.find_entry(k, |&s| s == seq) {
+                e.remove();
+            }
+            self.forgotten = seq.wrapping_add(1);
+        }
     }
 }
 
@@ -326,10 +406,7 @@ impl Partition {
             accounts: self.accounts.clone(),
             index: HashTable::new(),
             labels: self.labels.clone(),
-            dedup: Dedup {
-                set: Default::default(),
-                order: self.dedup.order.clone(),
-            },
+            dedup: self.dedup.copy_for_snapshot(),
             timers: BinaryHeap::new(),
             queued: Vec::new(),
             max_time: self.max_time,
@@ -350,7 +427,9 @@ impl Partition {
     pub fn account(&self, id: &str) -> Option<&Account> {
         let h = account_hash(id);
         self.index
-            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .find(h, |&i| {
+                self.accounts[i as usize].id.as_bytes() == id.as_bytes()
+            })
             .map(|&i| &self.accounts[i as usize])
     }
 
@@ -364,7 +443,9 @@ impl Partition {
     pub fn account_index(&self, id: &str) -> Option<usize> {
         let h = account_hash(id);
         self.index
-            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .find(h, |&i| {
+                self.accounts[i as usize].id.as_bytes() == id.as_bytes()
+            })
             .map(|&i| i as usize)
     }
 
@@ -410,7 +491,10 @@ impl Partition {
 
     fn lookup_or_create(&mut self, id: &str, h: u64, time: Ts) -> usize {
         let accs = &self.accounts;
-        if let Some(&i) = self.index.find(h, |&i| &*accs[i as usize].id == id) {
+        if let Some(&i) = self
+            .index
+            .find(h, |&i| accs[i as usize].id.as_bytes() == id.as_bytes())
+        {
             return i as usize;
         }
         let idx = self.accounts.len() as u32;
@@ -426,21 +510,19 @@ impl Partition {
 
     /// Remembers `key`; false if it was already there.
     fn remember(&mut self, key: u64, time: Ts) -> bool {
-        if !self.dedup.set.insert(key) {
+        if !self.dedup.insert(key, time) {
             return false;
         }
-        self.dedup.order.push_back((key, time));
         let window = self.model.cfg.limits.dedup_window_hours as i64 * MS_PER_HOUR;
         let horizon = self.watermark().saturating_sub(window);
         let cap = self.model.cfg.limits.dedup_max_ids as usize;
-        while let Some(&(k, t)) = self.dedup.order.front() {
+        while let Some(&(_, t)) = self.dedup.order.front() {
             let over = self.dedup.order.len() > cap;
             if t < horizon || over {
                 if over && t >= horizon {
                     self.stats.dedup_forgotten_early += 1;
                 }
-                self.dedup.order.pop_front();
-                self.dedup.set.remove(&k);
+                self.dedup.pop_front();
             } else {
                 break;
             }
@@ -634,20 +716,23 @@ impl Partition {
             let tier = self.labels.get(acc.tier);
             acc.scorecard = self.model.card_for(seg, tier);
         }
-        if let Some(b) = before {
-            self.contribution_changed(idx, &b);
-        }
-        if rescore {
-            let now = ev.time.max(self.accounts[idx].last_eval);
-            if skip {
-                // Nothing the score reads changed: keep the bookkeeping that
-                // scoring would have done, and emit nothing (it would not).
-                self.stats.rescore_skipped += 1;
-                let acc = &mut self.accounts[idx];
-                acc.last_eval = now;
-                acc.timer_due = next_timer(acc, now, &self.model.cfg.alerts);
-                self.schedule(idx);
-            } else {
+        if skip {
+            // Nothing the score reads changed: keep the bookkeeping that
+            // scoring would have done, and emit nothing (it would not). A
+            // usage event, so no portfolio contribution moved. Done through
+            // `acc`: each `&mut self.accounts[i]` costs two atomic
+            // read-modify-writes (the copy-on-write checks).
+            let now = ev.time.max(acc.last_eval);
+            acc.last_eval = now;
+            acc.timer_due = next_timer(acc, now, &cfg.alerts);
+            self.stats.rescore_skipped += 1;
+            self.schedule(idx);
+        } else {
+            if let Some(b) = before {
+                self.contribution_changed(idx, &b);
+            }
+            if rescore {
+                let now = ev.time.max(self.accounts[idx].last_eval);
                 self.score(idx, now, Cause::Event(&ev.id), out);
             }
         }
@@ -745,21 +830,21 @@ impl Partition {
             // At least `upsell_min_signals` signals, one of them a sign of
             // outgrowing the plan (seats or usage growth), not only of
             // liking it (NPS, breadth).
-            let sig = upsell_signals(&ev, acc, day, cfg, false);
-            let expansion = sig.iter().any(|s| {
-                matches!(
+            let (mut n_sig, mut expansion) = (0u32, false);
+            each_upsell_signal(&ev, acc, day, cfg, false, |s| {
+                n_sig += 1;
+                expansion |= matches!(
                     s.signal,
                     "seat_utilisation" | "plan_limit_pressure" | "usage_growth"
-                )
+                );
             });
-            let cond =
-                band == Band::Healthy && expansion && sig.len() as u32 >= rules.upsell_min_signals;
+            let cond = band == Band::Healthy && expansion && n_sig >= rules.upsell_min_signals;
             let up_cool = rules.upsell_cooldown_days as i64 * MS_PER_DAY;
             let up_cooled = acc.alert.last_upsell_alert == NEVER
                 || now - acc.alert.last_upsell_alert >= up_cool;
             let rising = cond && !acc.alert.upsell_active;
             if (rising || (cond && acc.alert.upsell_pending)) && up_cooled {
-                let signals = upsell_signals(&ev, acc, day, cfg, true);
+                let signals = upsell_signals(&ev, acc, day, cfg);
                 alerts.push((AlertKind::UpsellOpportunity, "expansion_signals", signals));
                 acc.alert.last_upsell_alert = now;
                 acc.alert.upsell_pending = false;
@@ -1013,18 +1098,32 @@ enum Cause<'a> {
     Timer(Ts),
 }
 
-/// The upsell signals that hold. With `explain` false the details are left
-/// empty (a cheap count for the common case where nothing fires).
+/// The upsell signals that hold, explained.
 fn upsell_signals(
     ev: &Evaluation,
     acc: &Account,
     day: i32,
     cfg: &ModelConfig,
-    explain: bool,
 ) -> Vec<UpsellSignal> {
+    let mut v = Vec::new();
+    each_upsell_signal(ev, acc, day, cfg, true, |s| v.push(s));
+    v
+}
+
+/// Calls `push` with each upsell signal that holds, in output order. With
+/// `explain` false the details are left empty: a cheap count, with no
+/// allocation, for the common case where nothing fires.
+fn each_upsell_signal(
+    ev: &Evaluation,
+    acc: &Account,
+    day: i32,
+    cfg: &ModelConfig,
+    explain: bool,
+    push: impl FnMut(UpsellSignal),
+) {
     let r = &cfg.alerts;
     let m = &ev.measures;
-    let mut s = Vec::new();
+    let mut s = Push(push);
     // Seat pressure is judged on the last 7 days: nearly every user shows
     // up at least once in 28 days, so 28-day counts flatter utilisation.
     if m.seats > 0 {
@@ -1085,7 +1184,15 @@ fn upsell_signals(
             }),
         });
     }
-    s
+}
+
+/// Adapts a closure to the `s.push(x)` calls of [`each_upsell_signal`].
+struct Push<F>(F);
+
+impl<F: FnMut(UpsellSignal)> Push<F> {
+    fn push(&mut self, x: UpsellSignal) {
+        (self.0)(x)
+    }
 }
 
 fn explain_then(explain: bool, f: impl FnOnce() -> String) -> String {
@@ -1093,5 +1200,56 @@ fn explain_then(explain: bool, f: impl FnOnce() -> String) -> String {
         f()
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod dedup_tests {
+    use std::collections::{HashSet, VecDeque};
+
+    use super::Dedup;
+
+    /// The position index agrees with a plain set of keys through
+    /// insertions, repeats, forgetting (also of keys remembered again
+    /// later), sequence numbers wrapping past 2³², and restoring.
+    #[test]
+    fn dedup_index_matches_a_set_of_keys() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Start just below the wrap of the 32-bit sequence numbers.
+        let mut d = Dedup {
+            forgotten: u32::MAX - 300,
+            ..Default::default()
+        };
+        let mut set = HashSet::new();
+        let mut order = VecDeque::new();
+        for step in 0..20_000i64 {
+            // Few distinct keys (so repeats and re-remembering happen), some
+            // equal in their low and high bits (same bucket, same tag).
+            let k = match rnd() % 4 {
+                0 => (rnd() % 64) << 40,
+                _ => rnd() % 600,
+            };
+            let new = set.insert(k);
+            assert_eq!(d.insert(k, step), new, "key {k} at step {step}");
+            if new {
+                order.push_back((k, step));
+            }
+            while order.len() > (rnd() % 400) as usize {
+                let (k, _) = order.pop_front().unwrap();
+                set.remove(&k);
+                d.pop_front();
+            }
+            assert_eq!(d.order, order);
+            if step % 5000 == 4999 {
+                d = Dedup::from_order(d.order.clone());
+            }
+        }
+        assert_eq!(d.index.len(), set.len());
     }
 }

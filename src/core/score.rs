@@ -10,7 +10,7 @@
 //! So `score = base + Σ impacts` (before clamping), where `base` is the score
 //! of an account at every reference value.
 
-use super::account::{Account, NEVER};
+use super::account::{Account, NEVER, WEEKS};
 use super::config::{ModelConfig, Scorecard};
 use super::event::{Band, Priority};
 use super::time::{day_of, week_of, Ts, MS_PER_DAY};
@@ -259,24 +259,30 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     let age_days = ((now - acc.first_seen).max(0) as f64) / MS_PER_DAY as f64;
     // The prior window must lie wholly inside the account's life.
     let history = acc.first_seen <= (week - 8) as i64 * 7 * MS_PER_DAY;
+    // The weeks read below, w-8..=w, looked up once: `wk(a, b, f)` sums
+    // `f` over weeks w-a..=w-b (the same integers as `acc.weeks.sum`).
+    let cells = acc.weeks.last_weeks(week);
+    let wk = |a: usize, b: usize, f: fn(&super::account::WeekCell) -> u32| -> u32 {
+        cells[WEEKS - 1 - a..=WEEKS - 1 - b].iter().map(f).sum()
+    };
     // Complete weeks only: recent = weeks w-4..w-1, prior = w-8..w-5.
-    m.activity_recent = acc.weeks.sum(week - 4, week - 1, |c| c.activity);
-    m.activity_prior = acc.weeks.sum(week - 8, week - 5, |c| c.activity);
+    m.activity_recent = wk(4, 1, |c| c.activity);
+    m.activity_prior = wk(8, 5, |c| c.activity);
     v[Factor::UsageTrend as usize] = if history {
         trend_value(m.activity_recent as f64, m.activity_prior as f64)
     } else {
         50.0
     };
-    m.momentum_recent = acc.weeks.sum(week - 2, week - 1, |c| c.activity) as f64 / 2.0;
-    m.momentum_prior = acc.weeks.sum(week - 6, week - 3, |c| c.activity) as f64 / 4.0;
+    m.momentum_recent = wk(2, 1, |c| c.activity) as f64 / 2.0;
+    m.momentum_prior = wk(6, 3, |c| c.activity) as f64 / 4.0;
     let momentum_history = acc.first_seen <= (week - 6) as i64 * 7 * MS_PER_DAY;
     v[Factor::UsageMomentum as usize] = if momentum_history {
         trend_value(m.momentum_recent, m.momentum_prior)
     } else {
         50.0
     };
-    m.wau_recent = acc.weeks.sum(week - 4, week - 1, |c| c.wau as u32) as f64 / 4.0;
-    m.wau_prior = acc.weeks.sum(week - 8, week - 5, |c| c.wau as u32) as f64 / 4.0;
+    m.wau_recent = wk(4, 1, |c| c.wau as u32) as f64 / 4.0;
+    m.wau_prior = wk(8, 5, |c| c.wau as u32) as f64 / 4.0;
     v[Factor::ActiveUsersTrend as usize] = if history {
         trend_value(m.wau_recent, m.wau_prior)
     } else {
@@ -284,8 +290,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     };
 
     // --- adoption ---
-    m.active_users_28d = acc.active_users_since(day - 27);
-    m.active_users_7d = acc.active_users_since(day - 6);
+    (m.active_users_28d, m.active_users_7d) = acc.active_users_since2(day - 27, day - 6);
     m.seats = acc.seats_licensed;
     v[Factor::SeatUtilisation as usize] = if acc.seats_licensed == 0 {
         50.0
@@ -320,11 +325,11 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     m.urgent_open = open.iter().any(|t| t.priority == Priority::Urgent);
     v[Factor::OpenTickets as usize] = m.open_weighted.min(40.0);
     // Last four weeks including the current one.
-    m.escalations_4w = acc.weeks.sum(week - 3, week, |c| c.escalations as u32);
+    m.escalations_4w = wk(3, 0, |c| c.escalations as u32);
     v[Factor::Escalations as usize] = (10.0 * m.escalations_4w as f64).min(30.0);
-    m.reopens_4w = acc.weeks.sum(week - 3, week, |c| c.reopens as u32);
+    m.reopens_4w = wk(3, 0, |c| c.reopens as u32);
     v[Factor::Reopens as usize] = (5.0 * m.reopens_4w as f64).min(15.0);
-    m.tickets_4w = acc.weeks.sum(week - 3, week, |c| c.tickets as u32);
+    m.tickets_4w = wk(3, 0, |c| c.tickets as u32);
     let age_weeks = ((now - acc.first_seen).max(0) / (7 * MS_PER_DAY)) as f64;
     m.ticket_baseline_4w = if age_weeks >= 8.0 {
         let older = acc.tickets_total.saturating_sub(m.tickets_4w) as f64;
@@ -402,10 +407,12 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     let mut comp = [0.0f64; 6];
     let mut penalty = [0.0f64; 6];
     let mut impacts = [0.0f64; FACTORS];
+    // Each component's share, divided once (not once per factor).
+    let shares = w.map(|wc| wc / wsum);
     for fac in Factor::ALL {
         let c = fac.component() as usize;
         let x = v[fac as usize];
-        let share = w[c] / wsum;
+        let share = shares[c];
         match fac.form() {
             Form::Share(a, reference) => {
                 comp[c] += a * x;
