@@ -28,13 +28,13 @@
 //! skipped, so the log never has a hole.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -175,6 +175,9 @@ enum Input {
     Record(SourceRecord),
     /// The source has been read to its end for now.
     CaughtUp(u16),
+    /// An appended record's delivery completed (sent by the delivery
+    /// future's waker): the worker wakes to fold it.
+    Wake,
 }
 
 struct WorkerHandle {
@@ -322,6 +325,7 @@ impl Ctx {
             let stop = Arc::new(AtomicBool::new(false));
             let w = Worker {
                 p,
+                wake: tx.clone(),
                 shared: shared.clone(),
                 consumer: consumer.clone(),
                 stop: stop.clone(),
@@ -396,6 +400,20 @@ impl Ctx {
             }
             shared.observer.revoked(p);
         }
+    }
+}
+
+/// Longest a worker sleeps with nothing to do (it then re-checks its stop
+/// flag and commits).
+const IDLE_WAIT_MS: Ts = 50;
+
+/// Wakes a worker blocked on its input channel (see [`Input::Wake`]).
+struct WakeWorker(SyncSender<Input>);
+
+impl futures::task::ArcWake for WakeWorker {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        // A full channel wakes the worker anyway.
+        let _ = arc_self.0.try_send(Input::Wake);
     }
 }
 
@@ -907,6 +925,8 @@ fn owned_headers(h: &[(&'static str, String)]) -> OwnedHeaders {
 
 struct Worker {
     p: u32,
+    /// The worker's own input channel, for [`Input::Wake`].
+    wake: SyncSender<Input>,
     shared: Arc<Shared>,
     consumer: Arc<BaseConsumer<Ctx>>,
     stop: Arc<AtomicBool>,
@@ -1052,15 +1072,18 @@ impl Worker {
         let mut since_snapshot = 0u64;
         let mut last_snapshot = Instant::now();
         let mut snap_writer: Option<JoinHandle<()>> = None;
+        // The head delivery is polled with this waker: its completion sends
+        // `Input::Wake`, so the worker sleeps until input arrives, the log
+        // acknowledges a record, or the sequencer's next deadline — no
+        // fixed polling pace between appending a record and folding it.
+        let waker = futures::task::waker(Arc::new(WakeWorker(self.wake.clone())));
+        let mut cx = std::task::Context::from_waker(&waker);
         loop {
-            // Take in what arrived (wait a little when idle).
-            let wait = if in_flight.is_empty() && seq.pending() == 0 {
-                Duration::from_millis(50)
-            } else if seq.pending() > 0 {
-                Duration::from_millis(5)
-            } else {
-                Duration::from_millis(1)
-            };
+            // Take in what arrived.
+            let wait = seq
+                .next_deadline()
+                .map_or(IDLE_WAIT_MS, |d| (d - wall()).clamp(0, IDLE_WAIT_MS));
+            let wait = Duration::from_millis(wait as u64);
             let mut got = 0usize;
             match rx.recv_timeout(wait) {
                 Ok(i) => {
@@ -1098,7 +1121,10 @@ impl Worker {
                 let ready = if must_drain || full {
                     Some(futures::executor::block_on(&mut head.delivery))
                 } else {
-                    (&mut head.delivery).now_or_never()
+                    match std::pin::Pin::new(&mut head.delivery).poll(&mut cx) {
+                        std::task::Poll::Ready(r) => Some(r),
+                        std::task::Poll::Pending => None,
+                    }
                 };
                 let Some(res) = ready else { break };
                 let f = in_flight.pop_front().expect("head exists");
@@ -1231,6 +1257,7 @@ impl Worker {
         match i {
             Input::Record(r) => seq.push(r, wall),
             Input::CaughtUp(s) => seq.set_caught_up(s, true),
+            Input::Wake => {}
         }
     }
 
