@@ -28,6 +28,7 @@
 //! skipped, so the log never has a hole.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{CStr, CString};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -192,6 +193,10 @@ struct Ctx {
     workers: Mutex<HashMap<u32, WorkerHandle>>,
     /// Bumped on every rebalance, so the poll loop refreshes its routes.
     generation: std::sync::atomic::AtomicU64,
+    /// (partition, source) → the offset its assignment starts at (−1: the
+    /// log's start), for the poll loop's caught-up test before the first
+    /// record arrives.
+    starts: Mutex<HashMap<(u32, u16), i64>>,
     failed: Mutex<Option<ServiceError>>,
 }
 
@@ -307,6 +312,12 @@ impl Ctx {
             } else {
                 Offset::Beginning
             };
+            if let Some(i) = src {
+                self.starts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((p as u32, i as u16), if pos >= 0 { pos + 1 } else { -1 });
+            }
             tpl.set_partition_offset(&topic, p, off)?;
         }
         base.assign(tpl)?;
@@ -478,6 +489,7 @@ pub fn run(
         consumer: OnceLock::new(),
         workers: Mutex::new(HashMap::new()),
         generation: Default::default(),
+        starts: Mutex::new(HashMap::new()),
         failed: Mutex::new(None),
     };
     let _ = ctx.shared.set(shared.clone());
@@ -503,16 +515,21 @@ pub fn run(
     let mut last_poll_error: Option<Instant> = None;
     let mut last_check = Instant::now();
     let mut last_lag = Instant::now();
-    let mut last_record = Instant::now();
-    // (partition, source) → caught-up already announced since its last record.
-    let mut announced: HashMap<(u32, u16), bool> = HashMap::new();
+    let mut tracked: HashMap<(u32, u16), Tracked> = HashMap::new();
+    let source_names: Vec<CString> = shared
+        .sources
+        .iter()
+        .map(|t| CString::new(t.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServiceError::Topics(format!("topic name: {e}")))?;
     while !stop.load(Ordering::SeqCst) {
-        // Short polls while records flow (the merge waits on caught-up
-        // news); long ones when idle, so an idle service sleeps.
-        let busy = last_record.elapsed() < Duration::from_millis(200);
-        let msg = consumer.poll(Duration::from_millis(if busy { 2 } else { 50 }));
-        // Tell the workers which sources are read to their end (the merge
-        // need not wait for them), and export the lag.
+        // Returns at once on a record or an end-of-partition event, which
+        // is all the merge waits on; the timeout only paces the idle
+        // checks below.
+        let msg = consumer.poll(Duration::from_millis(50));
+        // Tell the workers which sources are read to their end (a
+        // fallback: records and end-of-partition events tell them at
+        // once, below), and export the lag.
         if msg.is_none() || last_check.elapsed() > Duration::from_millis(5) {
             last_check = Instant::now();
             let lag = last_lag.elapsed() > Duration::from_secs(1);
@@ -523,11 +540,26 @@ pub fn run(
                 // than run on with a partition nobody folds.
                 consumer.context().reap_failed_workers();
             }
-            report_positions(&consumer, &shared, &routes, &mut announced, lag);
+            report_positions(&consumer, &source_names, &routes, &mut tracked, lag);
         }
         let generation = consumer.context().generation.load(Ordering::SeqCst);
         if generation != seen_generation {
             seen_generation = generation;
+            for (k, start) in consumer
+                .context()
+                .starts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+            {
+                tracked.insert(
+                    k,
+                    Tracked {
+                        next: start,
+                        announced: false,
+                    },
+                );
+            }
             routes = consumer
                 .context()
                 .workers
@@ -553,7 +585,29 @@ pub fn run(
                 Some(r) => (m.partition() as u32, Input::Record(r)),
                 None => continue,
             },
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Some source of `p` was read to its end (the event does not
+                // say which): check them all now, from what was routed.
+                let p = p as u32;
+                if let Some(tx) = routes.get(&p) {
+                    for (i, name) in source_names.iter().enumerate() {
+                        let Some(t) = tracked.get_mut(&(p, i as u16)) else {
+                            continue;
+                        };
+                        if t.announced {
+                            continue;
+                        }
+                        let Some((low, high)) = cached_watermarks(&consumer, name, p as i32) else {
+                            continue;
+                        };
+                        if t.next(low) >= high {
+                            t.announced = true;
+                            send_blocking(tx, Input::CaughtUp(i as u16), &stop);
+                        }
+                    }
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                     warn!(error = %e, "consumer error (librdkafka retries with backoff)");
@@ -563,11 +617,27 @@ pub fn run(
             }
         };
         if let Some(tx) = routes.get(&p) {
-            if let Input::Record(r) = &input {
-                announced.insert((p, r.source), false);
-            }
-            last_record = Instant::now();
+            let Input::Record(r) = &input else {
+                continue;
+            };
+            let (source, next) = (r.source, r.offset + 1);
+            // The record's fetch updated the cached high watermark: when
+            // the record is the last one below it, its source is read to
+            // the end right after it, and the merge need not wait for that
+            // source — say so at once, in order behind the record.
+            let at_end = cached_watermarks(&consumer, &source_names[source as usize], p as i32)
+                .is_some_and(|(_, high)| next >= high);
+            tracked.insert(
+                (p, source),
+                Tracked {
+                    next,
+                    announced: at_end,
+                },
+            );
             send_blocking(tx, input, &stop);
+            if at_end {
+                send_blocking(tx, Input::CaughtUp(source), &stop);
+            }
         }
     }
     info!("stopping: draining every partition");
@@ -584,14 +654,35 @@ pub fn run(
     }
 }
 
-/// For every routed partition: tells its worker which sources are read
-/// to their (cached) high watermark, and with `lag`, exports the consumer
-/// lag per partition. Uses librdkafka's local state only, no request.
+/// What the poll loop knows of a routed (partition, source).
+struct Tracked {
+    /// The offset of the next record to come: after the last one routed,
+    /// or where the assignment starts (−1: the log's start).
+    next: i64,
+    /// Its worker was told the source is read to its end, since its last
+    /// record.
+    announced: bool,
+}
+
+impl Tracked {
+    /// The next offset, the log's start (`low`) standing for −1.
+    fn next(&self, low: i64) -> i64 {
+        if self.next < 0 {
+            low
+        } else {
+            self.next
+        }
+    }
+}
+
+/// For every routed partition: tells its worker which sources are read to
+/// their (cached) high watermark, and with `lag`, exports the consumer lag
+/// per partition. Uses librdkafka's local state only, no request.
 fn report_positions(
     consumer: &BaseConsumer<Ctx>,
-    shared: &Shared,
+    sources: &[CString],
     routes: &HashMap<u32, SyncSender<Input>>,
-    announced: &mut HashMap<(u32, u16), bool>,
+    tracked: &mut HashMap<(u32, u16), Tracked>,
     lag: bool,
 ) {
     if routes.is_empty() {
@@ -602,19 +693,29 @@ fn report_positions(
     };
     for (&p, tx) in routes {
         let mut behind = 0i64;
-        for (i, t) in shared.sources.iter().enumerate() {
+        for (i, t) in sources.iter().enumerate() {
             let Some((low, high)) = cached_watermarks(consumer, t, p as i32) else {
                 continue;
             };
-            let next = pos.find_partition(t, p as i32).map(|e| e.offset());
-            let (done, gap) = match next {
-                Some(Offset::Offset(n)) => (n >= high, (high - n).max(0)),
-                _ => (high <= low, (high - low).max(0)),
-            };
-            behind += gap;
-            let told = announced.entry((p, i as u16)).or_insert(false);
-            if done && !*told && tx.try_send(Input::CaughtUp(i as u16)).is_ok() {
-                *told = true;
+            let track = tracked.entry((p, i as u16)).or_insert(Tracked {
+                next: -1,
+                announced: false,
+            });
+            // The consumer's position also moves past records the poll loop
+            // never sees (transaction markers).
+            let position = t
+                .to_str()
+                .ok()
+                .and_then(|t| pos.find_partition(t, p as i32))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                });
+            let next = track.next(low);
+            let next = position.map_or(next, |n| n.max(next));
+            behind += (high - next).max(0);
+            if next >= high && !track.announced && tx.try_send(Input::CaughtUp(i as u16)).is_ok() {
+                track.announced = true;
             }
         }
         if lag {
@@ -625,8 +726,7 @@ fn report_positions(
 
 /// librdkafka's locally cached low/high watermarks of a partition (updated
 /// by every fetch); rust-rdkafka has no wrapper for this call.
-fn cached_watermarks(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> Option<(i64, i64)> {
-    let topic = std::ffi::CString::new(topic).ok()?;
+fn cached_watermarks(consumer: &BaseConsumer<Ctx>, topic: &CStr, p: i32) -> Option<(i64, i64)> {
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the
     // topic is a NUL-terminated string that outlives the call; the out
