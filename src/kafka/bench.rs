@@ -74,6 +74,9 @@ pub enum BenchError {
     Other(String),
 }
 
+/// `kafka.fetch_wait_max_ms` for the service on the embedded broker.
+const EMBEDDED_FETCH_WAIT_MS: u64 = 2;
+
 /// Counts records folded per partition.
 #[derive(Default)]
 struct Progress {
@@ -159,6 +162,9 @@ pub fn e2e(o: &E2eOptions) -> Result<E2eReport, BenchError> {
     let mut cfg = Config::default();
     cfg.kafka.brokers = addr.clone();
     cfg.kafka.group_id = "vitals-bench".into();
+    // The mock holds every empty fetch for the whole wait (see
+    // kafka.fetch_wait_max_ms); a real broker answers when records arrive.
+    cfg.kafka.fetch_wait_max_ms = EMBEDDED_FETCH_WAIT_MS;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let svc = {

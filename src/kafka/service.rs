@@ -508,9 +508,10 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
         .set("partition.assignment.strategy", "range")
-        // Records are handed on as soon as they arrive: the merge and the
-        // event-to-alert latency wait on fetches, not the other way round.
-        .set("fetch.wait.max.ms", "10")
+        // A record's end-to-end latency includes the wait for its fetch;
+        // a real broker answers as soon as records arrive, the embedded
+        // mock only after this (see kafka.fetch_wait_max_ms).
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
         .set("isolation.level", "read_committed");
     let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(cc.create_with_context(ctx)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
