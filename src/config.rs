@@ -94,6 +94,11 @@ pub struct KafkaConfig {
     pub transactions: bool,
     /// Output encoding: `json` or `protobuf`.
     pub output_format: String,
+    /// The group consumer's `fetch.wait.max.ms`: how long the broker may
+    /// hold a fetch that finds no new record. A real broker answers as soon
+    /// as records arrive; the embedded mock holds every empty fetch this
+    /// long and does not wake for new ones, so there it adds latency.
+    pub fetch_wait_max_ms: u64,
     /// Topic names.
     pub topics: TopicNames,
     /// Value format per input topic: `json` or `protobuf` (a record's
@@ -114,6 +119,7 @@ impl std::fmt::Debug for KafkaConfig {
             partitioner,
             transactions,
             output_format,
+            fetch_wait_max_ms,
             topics,
             formats,
             client,
@@ -135,6 +141,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitioner", partitioner)
             .field("transactions", transactions)
             .field("output_format", output_format)
+            .field("fetch_wait_max_ms", fetch_wait_max_ms)
             .field("topics", topics)
             .field("formats", formats)
             .field("client", &client)
@@ -194,6 +201,7 @@ impl Default for KafkaConfig {
             partitioner: "murmur2".into(),
             transactions: false,
             output_format: "json".into(),
+            fetch_wait_max_ms: 10,
             topics: TopicNames::default(),
             formats: BTreeMap::new(),
             client: BTreeMap::new(),
@@ -477,6 +485,9 @@ impl Config {
             p.push(
                 "snapshot.interval_secs and snapshot.every_records: one must be positive".into(),
             );
+        }
+        if !(1..=300_000).contains(&self.kafka.fetch_wait_max_ms) {
+            p.push("kafka.fetch_wait_max_ms: must be between 1 and 300000".into());
         }
         if self.sequencer.tick_every_ms == 0 {
             p.push("sequencer.tick_every_ms: must be at least 1".into());

@@ -595,6 +595,107 @@ fn broker_outage_and_request_errors_are_survived_exactly_once() {
     );
 }
 
+/// Counts, per partition, the batches a service folded (the first one is
+/// published when the partition's restore is done).
+#[derive(Default)]
+struct Batches(std::sync::Mutex<std::collections::HashMap<u32, u64>>);
+
+impl service::Observer for Batches {
+    fn batch(
+        &self,
+        partition: u32,
+        _part: &vitals::core::Partition,
+        _touched: &[&str],
+        _status: &service::Status,
+    ) {
+        *self.0.lock().unwrap().entry(partition).or_default() += 1;
+    }
+}
+
+/// The merge holds a record only while another input of its partition may
+/// still have records: input topics that are quiet, and were sequenced to
+/// their end before a restart, hold nothing back after it — a record is
+/// sequenced at once, not after `sequencer.max_wait_ms`.
+#[test]
+fn quiet_inputs_do_not_hold_the_merge_before_or_after_a_restart() {
+    let broker = EmbeddedBroker::start(1, P).expect("broker");
+    let addr = broker.bootstrap_servers();
+    let prod = producer(&addr);
+    let acct = acct_on("quiet", 0);
+    let t0 = timefmt::parse("2025-03-01T00:00:00Z").unwrap();
+    let event = |n: i64, ty: &str, extra: &str| {
+        format!(
+            r#"{{"id":"q{n}","account_id":"{acct}","type":"{ty}","time":"{}"{extra}}}"#,
+            timefmt::format(t0 + n * 1000)
+        )
+    };
+    // History on every input topic of partition 0.
+    for (n, (topic, ty, extra)) in [
+        ("usage", "usage.login", r#","user_id":"u1""#),
+        ("tickets", "ticket.opened", r#","ticket_id":"t1""#),
+        (
+            "payments",
+            "payment.succeeded",
+            r#","amount":10.0,"currency":"EUR""#,
+        ),
+        ("surveys", "survey.nps", r#","score":9"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send(
+            &prod,
+            topic,
+            Some(0),
+            &acct,
+            event(n as i64, ty, extra).as_bytes(),
+        );
+    }
+    flush(&prod);
+    let sequenced = Watermarks::new(&addr);
+    for round in 0..2 {
+        // The restart resumes from vitals.sequenced's last cursor whatever
+        // the group; a new one skips the old member's session timeout.
+        let mut cfg = config(&addr, &format!("quiet-inputs-{round}"));
+        // An hour: a record held for max_wait would never be sequenced
+        // within the test's deadline (no timed assertion needed).
+        cfg.sequencer.max_wait_ms = 3_600_000;
+        cfg.sequencer.tick_every_ms = 60_000;
+        let batches = Arc::new(Batches::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let svc = {
+            let (batches, stop) = (batches.clone(), stop.clone());
+            std::thread::spawn(move || service::run(&cfg, batches, stop))
+        };
+        wait_until("every partition restored", 60, || {
+            batches.0.lock().unwrap().len() == P as usize
+        });
+        if round == 0 {
+            wait_until("the history sequenced", 60, || {
+                all_sequenced(&addr, P as i32)
+            });
+        }
+        // One more usage record; the other inputs stay quiet.
+        let before = sequenced.high("vitals.sequenced", 0);
+        let n = 10 + round;
+        send(
+            &prod,
+            "usage",
+            Some(0),
+            &acct,
+            event(n, "usage.login", r#","user_id":"u2""#).as_bytes(),
+        );
+        flush(&prod);
+        wait_until("the record sequenced", 60, || {
+            sequenced.high("vitals.sequenced", 0) > before
+        });
+        stop.store(true, Ordering::SeqCst);
+        svc.join()
+            .unwrap()
+            .expect("service ran and stopped cleanly");
+    }
+}
+
 /// Keeps the scorecard changes each partition's fold has seen.
 #[derive(Default)]
 struct Changes(

@@ -74,6 +74,9 @@ pub enum BenchError {
     Other(String),
 }
 
+/// `kafka.fetch_wait_max_ms` for the service on the embedded broker.
+const EMBEDDED_FETCH_WAIT_MS: u64 = 2;
+
 /// Counts records folded per partition.
 #[derive(Default)]
 struct Progress {
@@ -159,6 +162,13 @@ pub fn e2e(o: &E2eOptions) -> Result<E2eReport, BenchError> {
     let mut cfg = Config::default();
     cfg.kafka.brokers = addr.clone();
     cfg.kafka.group_id = "vitals-bench".into();
+    // The mock holds every empty fetch for the whole wait (see
+    // kafka.fetch_wait_max_ms); a real broker answers when records arrive.
+    cfg.kafka.fetch_wait_max_ms = EMBEDDED_FETCH_WAIT_MS;
+    // Snapshots as in production, but in a fresh directory: one left in the
+    // working directory by an earlier run belongs to another broker's log.
+    let snapshots = tempfile::tempdir().map_err(|e| BenchError::Other(e.to_string()))?;
+    cfg.snapshot.dir = snapshots.path().to_string_lossy().into_owned();
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let svc = {
@@ -188,7 +198,10 @@ pub fn e2e(o: &E2eOptions) -> Result<E2eReport, BenchError> {
                 .set("bootstrap.servers", &addr)
                 .set("group.id", "vitals-bench-alerts")
                 .set("auto.offset.reset", "latest")
-                .set("fetch.wait.max.ms", "5")
+                // The alert topics are empty most of the time, and the mock
+                // holds an empty fetch for the whole wait: a real broker
+                // would answer as soon as an alert arrives.
+                .set("fetch.wait.max.ms", "1")
                 .create()?;
             let t: Vec<&str> = topics.iter().map(String::as_str).collect();
             c.subscribe(&t)?;
@@ -289,6 +302,9 @@ pub fn e2e(o: &E2eOptions) -> Result<E2eReport, BenchError> {
     let m = ((rate * o.latency_secs as f64) as usize).min(events.len() - n);
     eprintln!("latency: {m} events at {rate:.0} events/s");
     let before = progress.total.load(Ordering::SeqCst);
+    // Sized up front: growing a map of a million entries would stall the
+    // load generator mid-measurement.
+    sent_at.lock().unwrap_or_else(|p| p.into_inner()).reserve(m);
     measuring.store(true, Ordering::SeqCst);
     let start = Instant::now();
     for (i, (topic, key, value, id)) in events[n..n + m].iter().enumerate() {

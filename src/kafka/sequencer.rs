@@ -408,6 +408,27 @@ impl Sequencer {
         }
     }
 
+    /// The wall time at which [`Sequencer::poll`] will have something to
+    /// do even if nothing more arrives: the oldest waiting record's
+    /// `max_wait_ms` expiry, or else the next idle tick. `None`: only new
+    /// input can change anything. The shell sleeps until then (or until
+    /// input arrives) instead of polling at a fixed pace.
+    pub fn next_deadline(&self) -> Option<Ts> {
+        let oldest = self
+            .queues
+            .iter()
+            .filter_map(|q| q.front().map(|p| p.arrived))
+            .min();
+        match oldest {
+            Some(a) => Some(a + self.cfg.max_wait_ms),
+            None => self
+                .cursor
+                .time
+                .and(self.last_activity_wall)
+                .map(|w| w + self.cfg.tick_every_ms),
+        }
+    }
+
     /// Records waiting for the other sources.
     pub fn pending(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
@@ -654,6 +675,37 @@ mod tests {
         for bad in ["", "1,x;;", "1;;;", "1;t;", "1;;3", "1;;3:"] {
             assert_eq!(Cursor::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn next_deadline_is_when_poll_would_act_without_new_input() {
+        let a = acct_on(1);
+        let mut s = seq();
+        let mut out = Vec::new();
+        // Nothing yet, nothing to tick from: only input can change things.
+        assert_eq!(s.next_deadline(), None);
+        s.push(rec(0, 1, &a, "2026-01-01T00:00:00Z"), 100);
+        s.push(rec(1, 1, &a, "2026-01-01T00:00:01Z"), 130);
+        s.poll(130, &mut out);
+        assert!(out.is_empty(), "source 2 may still have records");
+        // The oldest waiting record's bounded wait.
+        assert_eq!(s.next_deadline(), Some(100 + 500));
+        s.poll(599, &mut out);
+        assert!(out.is_empty());
+        s.poll(600, &mut out);
+        assert_eq!(offsets(&out), vec![(0, 1)]);
+        out.clear();
+        assert_eq!(s.next_deadline(), Some(130 + 500));
+        s.poll(630, &mut out);
+        assert_eq!(offsets(&out), vec![(1, 1)]);
+        out.clear();
+        // Idle: the next tick.
+        assert_eq!(s.next_deadline(), Some(630 + 1000));
+        s.poll(1629, &mut out);
+        assert!(out.is_empty());
+        s.poll(1630, &mut out);
+        assert!(matches!(out[..], [Decision::Tick { .. }]));
+        assert_eq!(s.next_deadline(), Some(1630 + 1000));
     }
 
     #[test]

@@ -28,13 +28,14 @@
 //! skipped, so the log never has a hole.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{CStr, CString};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -175,6 +176,9 @@ enum Input {
     Record(SourceRecord),
     /// The source has been read to its end for now.
     CaughtUp(u16),
+    /// An appended record's delivery completed (sent by the delivery
+    /// future's waker): the worker wakes to fold it.
+    Wake,
 }
 
 struct WorkerHandle {
@@ -189,6 +193,10 @@ struct Ctx {
     workers: Mutex<HashMap<u32, WorkerHandle>>,
     /// Bumped on every rebalance, so the poll loop refreshes its routes.
     generation: std::sync::atomic::AtomicU64,
+    /// (partition, source) → the offset its assignment starts at (−1: the
+    /// log's start), for the poll loop's caught-up test before the first
+    /// record arrives.
+    starts: Mutex<HashMap<(u32, u16), i64>>,
     failed: Mutex<Option<ServiceError>>,
 }
 
@@ -304,6 +312,12 @@ impl Ctx {
             } else {
                 Offset::Beginning
             };
+            if let Some(i) = src {
+                self.starts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((p as u32, i as u16), if pos >= 0 { pos + 1 } else { -1 });
+            }
             tpl.set_partition_offset(&topic, p, off)?;
         }
         base.assign(tpl)?;
@@ -322,6 +336,7 @@ impl Ctx {
             let stop = Arc::new(AtomicBool::new(false));
             let w = Worker {
                 p,
+                wake: tx.clone(),
                 shared: shared.clone(),
                 consumer: consumer.clone(),
                 stop: stop.clone(),
@@ -399,6 +414,28 @@ impl Ctx {
     }
 }
 
+/// The producers' `linger.ms`. Every event is produced twice on its way to
+/// an alert (appended to `vitals.sequenced`, folded once acknowledged, then
+/// its outputs), so the linger is paid twice per event: kept well under a
+/// millisecond. Batches still form while requests are in flight (at most
+/// five per broker with idempotence) and stay bounded by librdkafka's
+/// `batch.num.messages` / `batch.size`.
+const LINGER_MS: &str = "0.5";
+
+/// Longest a worker sleeps with nothing to do (it then re-checks its stop
+/// flag and commits).
+const IDLE_WAIT_MS: Ts = 50;
+
+/// Wakes a worker blocked on its input channel (see [`Input::Wake`]).
+struct WakeWorker(SyncSender<Input>);
+
+impl futures::task::ArcWake for WakeWorker {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        // A full channel wakes the worker anyway.
+        let _ = arc_self.0.try_send(Input::Wake);
+    }
+}
+
 /// Records queued per partition between the group consumer and a worker.
 const QUEUE: usize = 8192;
 /// Appended records awaiting their offset before a worker blocks.
@@ -431,7 +468,7 @@ pub fn run(
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", LINGER_MS)
         .set("message.timeout.ms", "0")
         .set("queue.buffering.max.messages", "1000000");
     let producer: FutureProducer = pc.create()?;
@@ -460,6 +497,7 @@ pub fn run(
         consumer: OnceLock::new(),
         workers: Mutex::new(HashMap::new()),
         generation: Default::default(),
+        starts: Mutex::new(HashMap::new()),
         failed: Mutex::new(None),
     };
     let _ = ctx.shared.set(shared.clone());
@@ -470,9 +508,10 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
         .set("partition.assignment.strategy", "range")
-        // Records are handed on as soon as they arrive: the merge and the
-        // event-to-alert latency wait on fetches, not the other way round.
-        .set("fetch.wait.max.ms", "10")
+        // A record's end-to-end latency includes the wait for its fetch;
+        // a real broker answers as soon as records arrive, the embedded
+        // mock only after this (see kafka.fetch_wait_max_ms).
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
         .set("isolation.level", "read_committed");
     let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(cc.create_with_context(ctx)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
@@ -485,16 +524,21 @@ pub fn run(
     let mut last_poll_error: Option<Instant> = None;
     let mut last_check = Instant::now();
     let mut last_lag = Instant::now();
-    let mut last_record = Instant::now();
-    // (partition, source) → caught-up already announced since its last record.
-    let mut announced: HashMap<(u32, u16), bool> = HashMap::new();
+    let mut tracked: HashMap<(u32, u16), Tracked> = HashMap::new();
+    let source_names: Vec<CString> = shared
+        .sources
+        .iter()
+        .map(|t| CString::new(t.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServiceError::Topics(format!("topic name: {e}")))?;
     while !stop.load(Ordering::SeqCst) {
-        // Short polls while records flow (the merge waits on caught-up
-        // news); long ones when idle, so an idle service sleeps.
-        let busy = last_record.elapsed() < Duration::from_millis(200);
-        let msg = consumer.poll(Duration::from_millis(if busy { 2 } else { 50 }));
-        // Tell the workers which sources are read to their end (the merge
-        // need not wait for them), and export the lag.
+        // Returns at once on a record or an end-of-partition event, which
+        // is all the merge waits on; the timeout only paces the idle
+        // checks below.
+        let msg = consumer.poll(Duration::from_millis(50));
+        // Tell the workers which sources are read to their end (a
+        // fallback: records and end-of-partition events tell them at
+        // once, below), and export the lag.
         if msg.is_none() || last_check.elapsed() > Duration::from_millis(5) {
             last_check = Instant::now();
             let lag = last_lag.elapsed() > Duration::from_secs(1);
@@ -505,11 +549,26 @@ pub fn run(
                 // than run on with a partition nobody folds.
                 consumer.context().reap_failed_workers();
             }
-            report_positions(&consumer, &shared, &routes, &mut announced, lag);
+            report_positions(&consumer, &source_names, &routes, &mut tracked, lag);
         }
         let generation = consumer.context().generation.load(Ordering::SeqCst);
         if generation != seen_generation {
             seen_generation = generation;
+            for (k, start) in consumer
+                .context()
+                .starts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+            {
+                tracked.insert(
+                    k,
+                    Tracked {
+                        next: start,
+                        announced: false,
+                    },
+                );
+            }
             routes = consumer
                 .context()
                 .workers
@@ -535,7 +594,29 @@ pub fn run(
                 Some(r) => (m.partition() as u32, Input::Record(r)),
                 None => continue,
             },
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Some source of `p` was read to its end (the event does not
+                // say which): check them all now, from what was routed.
+                let p = p as u32;
+                if let Some(tx) = routes.get(&p) {
+                    for (i, name) in source_names.iter().enumerate() {
+                        let Some(t) = tracked.get_mut(&(p, i as u16)) else {
+                            continue;
+                        };
+                        if t.announced {
+                            continue;
+                        }
+                        let Some((low, high)) = cached_watermarks(&consumer, name, p as i32) else {
+                            continue;
+                        };
+                        if t.next(low) >= high {
+                            t.announced = true;
+                            send_blocking(tx, Input::CaughtUp(i as u16), &stop);
+                        }
+                    }
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                     warn!(error = %e, "consumer error (librdkafka retries with backoff)");
@@ -545,11 +626,27 @@ pub fn run(
             }
         };
         if let Some(tx) = routes.get(&p) {
-            if let Input::Record(r) = &input {
-                announced.insert((p, r.source), false);
-            }
-            last_record = Instant::now();
+            let Input::Record(r) = &input else {
+                continue;
+            };
+            let (source, next) = (r.source, r.offset + 1);
+            // The record's fetch updated the cached high watermark: when
+            // the record is the last one below it, its source is read to
+            // the end right after it, and the merge need not wait for that
+            // source — say so at once, in order behind the record.
+            let at_end = cached_watermarks(&consumer, &source_names[source as usize], p as i32)
+                .is_some_and(|(_, high)| next >= high);
+            tracked.insert(
+                (p, source),
+                Tracked {
+                    next,
+                    announced: at_end,
+                },
+            );
             send_blocking(tx, input, &stop);
+            if at_end {
+                send_blocking(tx, Input::CaughtUp(source), &stop);
+            }
         }
     }
     info!("stopping: draining every partition");
@@ -566,14 +663,35 @@ pub fn run(
     }
 }
 
-/// For every routed partition: tells its worker which sources are read
-/// to their (cached) high watermark, and with `lag`, exports the consumer
-/// lag per partition. Uses librdkafka's local state only, no request.
+/// What the poll loop knows of a routed (partition, source).
+struct Tracked {
+    /// The offset of the next record to come: after the last one routed,
+    /// or where the assignment starts (−1: the log's start).
+    next: i64,
+    /// Its worker was told the source is read to its end, since its last
+    /// record.
+    announced: bool,
+}
+
+impl Tracked {
+    /// The next offset, the log's start (`low`) standing for −1.
+    fn next(&self, low: i64) -> i64 {
+        if self.next < 0 {
+            low
+        } else {
+            self.next
+        }
+    }
+}
+
+/// For every routed partition: tells its worker which sources are read to
+/// their (cached) high watermark, and with `lag`, exports the consumer lag
+/// per partition. Uses librdkafka's local state only, no request.
 fn report_positions(
     consumer: &BaseConsumer<Ctx>,
-    shared: &Shared,
+    sources: &[CString],
     routes: &HashMap<u32, SyncSender<Input>>,
-    announced: &mut HashMap<(u32, u16), bool>,
+    tracked: &mut HashMap<(u32, u16), Tracked>,
     lag: bool,
 ) {
     if routes.is_empty() {
@@ -584,19 +702,29 @@ fn report_positions(
     };
     for (&p, tx) in routes {
         let mut behind = 0i64;
-        for (i, t) in shared.sources.iter().enumerate() {
+        for (i, t) in sources.iter().enumerate() {
             let Some((low, high)) = cached_watermarks(consumer, t, p as i32) else {
                 continue;
             };
-            let next = pos.find_partition(t, p as i32).map(|e| e.offset());
-            let (done, gap) = match next {
-                Some(Offset::Offset(n)) => (n >= high, (high - n).max(0)),
-                _ => (high <= low, (high - low).max(0)),
-            };
-            behind += gap;
-            let told = announced.entry((p, i as u16)).or_insert(false);
-            if done && !*told && tx.try_send(Input::CaughtUp(i as u16)).is_ok() {
-                *told = true;
+            let track = tracked.entry((p, i as u16)).or_insert(Tracked {
+                next: -1,
+                announced: false,
+            });
+            // The consumer's position also moves past records the poll loop
+            // never sees (transaction markers).
+            let position = t
+                .to_str()
+                .ok()
+                .and_then(|t| pos.find_partition(t, p as i32))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                });
+            let next = track.next(low);
+            let next = position.map_or(next, |n| n.max(next));
+            behind += (high - next).max(0);
+            if next >= high && !track.announced && tx.try_send(Input::CaughtUp(i as u16)).is_ok() {
+                track.announced = true;
             }
         }
         if lag {
@@ -607,8 +735,7 @@ fn report_positions(
 
 /// librdkafka's locally cached low/high watermarks of a partition (updated
 /// by every fetch); rust-rdkafka has no wrapper for this call.
-fn cached_watermarks(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> Option<(i64, i64)> {
-    let topic = std::ffi::CString::new(topic).ok()?;
+fn cached_watermarks(consumer: &BaseConsumer<Ctx>, topic: &CStr, p: i32) -> Option<(i64, i64)> {
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the
     // topic is a NUL-terminated string that outlives the call; the out
@@ -656,7 +783,7 @@ fn transactional_producer(cfg: &Config, id: &str) -> Result<FutureProducer, Serv
     pc.set("transactional.id", id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", LINGER_MS)
         .set("transaction.timeout.ms", "60000");
     let p: FutureProducer = pc.create()?;
     p.init_transactions(Duration::from_secs(30)).map_err(|e| {
@@ -916,6 +1043,8 @@ fn owned_headers(h: &[(&'static str, String)]) -> OwnedHeaders {
 
 struct Worker {
     p: u32,
+    /// The worker's own input channel, for [`Input::Wake`].
+    wake: SyncSender<Input>,
     shared: Arc<Shared>,
     consumer: Arc<BaseConsumer<Ctx>>,
     stop: Arc<AtomicBool>,
@@ -1061,15 +1190,18 @@ impl Worker {
         let mut since_snapshot = 0u64;
         let mut last_snapshot = Instant::now();
         let mut snap_writer: Option<JoinHandle<()>> = None;
+        // The head delivery is polled with this waker: its completion sends
+        // `Input::Wake`, so the worker sleeps until input arrives, the log
+        // acknowledges a record, or the sequencer's next deadline — no
+        // fixed polling pace between appending a record and folding it.
+        let waker = futures::task::waker(Arc::new(WakeWorker(self.wake.clone())));
+        let mut cx = std::task::Context::from_waker(&waker);
         loop {
-            // Take in what arrived (wait a little when idle).
-            let wait = if in_flight.is_empty() && seq.pending() == 0 {
-                Duration::from_millis(50)
-            } else if seq.pending() > 0 {
-                Duration::from_millis(5)
-            } else {
-                Duration::from_millis(1)
-            };
+            // Take in what arrived.
+            let wait = seq
+                .next_deadline()
+                .map_or(IDLE_WAIT_MS, |d| (d - wall()).clamp(0, IDLE_WAIT_MS));
+            let wait = Duration::from_millis(wait as u64);
             let mut got = 0usize;
             match rx.recv_timeout(wait) {
                 Ok(i) => {
@@ -1107,7 +1239,10 @@ impl Worker {
                 let ready = if must_drain || full {
                     Some(futures::executor::block_on(&mut head.delivery))
                 } else {
-                    (&mut head.delivery).now_or_never()
+                    match std::pin::Pin::new(&mut head.delivery).poll(&mut cx) {
+                        std::task::Poll::Ready(r) => Some(r),
+                        std::task::Poll::Pending => None,
+                    }
                 };
                 let Some(res) = ready else { break };
                 let f = in_flight.pop_front().expect("head exists");
@@ -1240,6 +1375,7 @@ impl Worker {
         match i {
             Input::Record(r) => seq.push(r, wall),
             Input::CaughtUp(s) => seq.set_caught_up(s, true),
+            Input::Wake => {}
         }
     }
 
