@@ -212,6 +212,10 @@ pub struct Sequencer {
     /// Records dropped because they were appended before (a restart, or a
     /// re-routed record forwarded twice).
     pub suppressed: u64,
+    /// Per source: records released by `max_wait_ms` while that source
+    /// (neither caught up nor with a record waiting) held back the merge.
+    /// Taken with [`Sequencer::take_deadline_waits`].
+    deadline_waits: Vec<u64>,
 }
 
 impl Sequencer {
@@ -240,7 +244,20 @@ impl Sequencer {
             time_wall: None,
             last_activity_wall: None,
             suppressed: 0,
+            deadline_waits: vec![0; cfg.sources as usize],
         }
+    }
+
+    /// Per source, the records released by the deadline while that source
+    /// held back the merge, since the last call (then zeroed). A source that
+    /// keeps showing here is read too slowly or announced caught up too
+    /// late: each such record waited the whole `max_wait_ms`.
+    pub fn take_deadline_waits(&mut self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.deadline_waits
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (i as u16, std::mem::take(n)))
     }
 
     /// The current cursor (see [`Decision::Append`]).
@@ -367,6 +384,13 @@ impl Sequencer {
             let expired = oldest_wait.is_some_and(|a| wall - a >= self.cfg.max_wait_ms);
             if !(all_present || expired) {
                 break;
+            }
+            if !all_present {
+                for (i, q) in self.queues.iter().enumerate() {
+                    if q.is_empty() && !self.caught_up[i] {
+                        self.deadline_waits[i] += 1;
+                    }
+                }
             }
             let Some(i) = self
                 .queues
@@ -510,12 +534,17 @@ mod tests {
         s.poll(20, &mut out);
         assert_eq!(offsets(&out), vec![(2, 0)]);
         out.clear();
+        // Nothing so far was released by the deadline.
+        assert_eq!(s.take_deadline_waits().count(), 0);
         // Source 2 may have more: the bounded wait releases 05.
         s.poll(499, &mut out);
         assert!(out.is_empty());
         s.poll(500, &mut out);
         assert_eq!(offsets(&out), vec![(0, 11)]);
         assert_eq!(s.pending(), 0);
+        // ... and counts source 2 as what held it back, once.
+        assert_eq!(s.take_deadline_waits().collect::<Vec<_>>(), vec![(2, 1)]);
+        assert_eq!(s.take_deadline_waits().count(), 0);
     }
 
     #[test]
