@@ -167,6 +167,7 @@ pub fn snapshot(
     accounts: u32,
     days: u32,
     tail_days: u32,
+    tail_events: Option<u64>,
     seed: u64,
     dir: &std::path::Path,
 ) -> Result<SnapshotReport, crate::snapshot::SnapshotError> {
@@ -213,6 +214,18 @@ pub fn snapshot(
                 }
             }
         }
+    }
+    // With `tail_events`, the snapshot is cut that many events before the
+    // end of the log: the rest of the tail days is folded before it.
+    if let Some(n) = tail_events {
+        let keep = tail.len().min(n as usize);
+        let t = Instant::now();
+        for e in tail.drain(..tail.len() - keep) {
+            part.apply(&e, &mut out);
+            out.clear();
+            head_events += 1;
+        }
+        head_secs += t.elapsed().as_secs_f64();
     }
     // The cut: what the service does on the partition's thread.
     let t = Instant::now();

@@ -247,6 +247,12 @@ enum BenchCmd {
         /// Days of events after the snapshot (the tail to replay).
         #[arg(long, default_value_t = 1)]
         tail_days: u32,
+        /// Cut the snapshot this many events before the end of the log
+        /// instead (at most the tail days' events). The service snapshots
+        /// at least every `snapshot.every_records` (1,000,000) sequenced
+        /// records, so that is the longest tail a restore replays.
+        #[arg(long)]
+        tail_events: Option<u64>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Where to write the snapshot (default: a temporary directory).
@@ -588,12 +594,13 @@ fn run(cli: Cli) -> Result<()> {
             accounts,
             days,
             tail_days,
+            tail_events,
             seed,
             dir,
         }) => {
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let r = vitals::bench::snapshot(accounts, days, tail_days, seed, &dir)?;
+            let r = vitals::bench::snapshot(accounts, days, tail_days, tail_events, seed, &dir)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Cmd::Bench(BenchCmd::SnapshotKafka {

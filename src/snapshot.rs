@@ -132,9 +132,8 @@ pub fn encode_with_shadow(
     cursor: &str,
     created_ms: i64,
 ) -> Vec<u8> {
-    let st = state::encode(part);
     let model = part.model.id.as_bytes();
-    let mut b = Vec::with_capacity(st.len() + 128 + cursor.len());
+    let mut b = Vec::with_capacity(128 + cursor.len());
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&partition.to_le_bytes());
@@ -151,19 +150,25 @@ pub fn encode_with_shadow(
     b.extend_from_slice(cursor.as_bytes());
     b.extend_from_slice(&(model.len() as u32).to_le_bytes());
     b.extend_from_slice(model);
-    b.extend_from_slice(&(st.len() as u64).to_le_bytes());
-    b.extend_from_slice(&st);
+    state_with_len(part, &mut b);
     if let Some(sh) = shadow {
         let id = sh.model.id.as_bytes();
         b.extend_from_slice(&(id.len() as u32).to_le_bytes());
         b.extend_from_slice(id);
-        let st = state::encode(sh);
-        b.extend_from_slice(&(st.len() as u64).to_le_bytes());
-        b.extend_from_slice(&st);
+        state_with_len(sh, &mut b);
     }
     let sum = xxhash_rust::xxh3::xxh3_64(&b);
     b.extend_from_slice(&sum.to_le_bytes());
     b
+}
+
+/// Appends `state_len u64 | state` (encoded in place, not copied).
+fn state_with_len(part: &Partition, b: &mut Vec<u8>) {
+    let at = b.len();
+    b.extend_from_slice(&0u64.to_le_bytes());
+    state::encode_into(part, b);
+    let len = (b.len() - at - 8) as u64;
+    b[at..at + 8].copy_from_slice(&len.to_le_bytes());
 }
 
 struct Rd<'a>(&'a [u8]);

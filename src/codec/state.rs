@@ -1,6 +1,7 @@
 //! Partition state ⇄ Protobuf (`vitals.v1.PartitionState`). Encoding then
 //! decoding gives an equal state (a property test checks it).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use prost::Message;
@@ -12,6 +13,7 @@ use crate::core::account::{
     Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, NEVER, NO_DAY, SCORE_DAYS,
     WEEKS,
 };
+use crate::core::accounts::Accounts;
 use crate::core::event::{Band, Priority};
 use crate::core::interventions::{
     Arm, HorizonOutcome, InterventionOutcomes, Interventions, KindOutcome, Observation,
@@ -76,118 +78,144 @@ fn ov(o: &Override) -> pb::OverrideState {
     }
 }
 
-fn unov(o: pb::OverrideState) -> Result<Override, StateError> {
+fn unov(o: &pb::OverrideState) -> Result<Override, StateError> {
     Ok(Override {
-        band: match o.band {
+        band: match &o.band {
             None => None,
-            Some(b) => Some(Band::parse(&b).ok_or(StateError::Malformed("override.band"))?),
+            Some(b) => Some(Band::parse(b).ok_or(StateError::Malformed("override.band"))?),
         },
         score: o.score.map(|s| s.min(100) as u8),
-        reason: o.reason.into(),
-        by: o.by.map(Into::into),
+        reason: o.reason.as_str().into(),
+        by: o.by.as_deref().map(Into::into),
         set_at: ts(o.set_at, "override.set_at")?,
         expires_at: ts(o.expires_at, "override.expires_at")?,
-        event_id: o.event_id.into(),
+        event_id: o.event_id.as_str().into(),
     })
 }
 
-fn account_to(a: &Account) -> pb::AccountState {
+/// Replaces `v`'s contents with `it`, keeping its allocation: one scratch
+/// `AccountState` serves every account of a snapshot.
+fn fill<T>(v: &mut Vec<T>, it: impl IntoIterator<Item = T>) {
+    v.clear();
+    v.extend(it);
+}
+
+/// Writes `a` into `s`, reusing `s`'s vectors and strings (no allocation
+/// per account once they have grown).
+fn account_into(a: &Account, s: &mut pb::AccountState) {
     let w = &a.weeks;
     let ex = a.extras.as_deref();
     let sup = a.support.as_deref();
     let sv = a.surveys();
     let p = a.alert.published;
-    pb::AccountState {
-        id: a.id.to_string(),
-        segment: a.segment.into(),
-        tier: a.tier.into(),
-        owner: a.owner.into(),
-        plan: a.plan.into(),
-        scorecard: a.scorecard.into(),
-        first_seen: a.first_seen,
-        subscribed_at: a.subscribed_at,
-        cancelled_at: a.cancelled_at,
-        last_eval: a.last_eval,
-        last_activity: a.last_activity,
-        users: a.users.to_vec(),
-        feature_hash: a.features.iter().map(|f| f.0).collect(),
-        feature_day: a.features.iter().map(|f| f.1).collect(),
-        feature_count: a.features.iter().map(|f| f.2).collect(),
-        weeks_head: a.weeks.head,
-        week_activity: w.activity.to_vec(),
-        week_wau: w.wau.iter().map(|&v| v.into()).collect(),
-        week_tickets: w.tickets.iter().map(|&v| v.into()).collect(),
-        week_escalations: w.escalations.iter().map(|&v| v.into()).collect(),
-        week_reopens: w.reopens.iter().map(|&v| v.into()).collect(),
-        seats_licensed: a.seats_licensed,
-        tickets_total: a.tickets_total,
-        ticket_hash: a.open_tickets().iter().map(|t| t.hash).collect(),
-        ticket_opened_min: a.open_tickets().iter().map(|t| t.opened_min).collect(),
-        ticket_priority: a.open_tickets().iter().map(|t| t.priority as u32).collect(),
-        ticket_escalated: a.open_tickets().iter().map(|t| t.escalated).collect(),
-        resolve_hours: sup.map_or(0.0, |s| s.resolve_hours),
-        resolved: sup.map_or(0, |s| s.resolved),
-        ticket_csat: sup.map(|s| dec(&s.ticket_csat)),
-        mrr_cents: a.mrr_cents,
-        mrr_day: a.mrr_history.iter().map(|m| m.0).collect(),
-        mrr_value: a.mrr_history.iter().map(|m| m.1).collect(),
-        unpaid_hash: a.unpaid.iter().map(|u| u.hash).collect(),
-        unpaid_failures: a.unpaid.iter().map(|u| u.failures.into()).collect(),
-        unpaid_days_overdue: a.unpaid.iter().map(|u| u.days_overdue.into()).collect(),
-        unpaid_overdue_day: a.unpaid.iter().map(|u| u.overdue_day).collect(),
-        unpaid_amount: a.unpaid.iter().map(|u| u.amount_cents).collect(),
-        payments_failed_total: a.payments_failed_total,
-        renews_at: a.renews_at,
-        nps: Some(dec(&sv.nps)),
-        last_nps_score: sv.last_nps.map(|n| n.0.into()),
-        last_nps_day: sv.last_nps.map_or(0, |n| n.1),
-        csat: Some(dec(&sv.csat)),
-        ces: Some(dec(&sv.ces)),
-        onboarding: a.onboarding.into(),
-        touchpoints: a.touchpoints,
-        last_touchpoint: a.last_touchpoint,
-        active_override: ex.and_then(|e| e.active_override.as_ref()).map(ov),
-        override_audit: ex
-            .map(|e| {
-                e.audit
-                    .iter()
-                    .map(|x| pb::OverrideAudit {
-                        entry: Some(ov(&x.entry)),
-                        end: match x.end {
-                            OverrideEnd::Active => "active",
-                            OverrideEnd::Expired => "expired",
-                            OverrideEnd::Replaced => "replaced",
-                        }
-                        .into(),
-                        ended_at: x.ended_at,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        band: a.alert.band.to_u8().into(),
-        at_risk_open: a.alert.at_risk_open,
-        last_at_risk_alert: a.alert.last_at_risk_alert,
-        upsell_active: a.alert.upsell_active,
-        last_upsell_alert: a.alert.last_upsell_alert,
-        has_published: p.is_some(),
-        published_score: p.map_or(0.0, |p| p.score),
-        published_band: p.map_or(0, |p| p.band.to_u8().into()),
-        published_override_set_at: p.map_or(0, |p| p.override_set_at),
-        published_cancelled: p.is_some_and(|p| p.cancelled),
-        published_scorecard: p.map_or(0, |p| p.scorecard.into()),
-        score_days: a.alert.score_days.to_vec(),
-        score_head: a.alert.score_head,
-        timer_due: a.timer_due,
-        has_extras: ex.is_some(),
-        has_support: sup.is_some(),
-        has_surveys: a.surveys.is_some(),
-        at_risk_pending: a.alert.at_risk_pending,
-        upsell_pending: a.alert.upsell_pending,
-        last_csat_score: sv.last_csat.map(|n| n.0.into()),
-        last_csat_day: sv.last_csat.map_or(0, |n| n.1),
-        last_ces_score: sv.last_ces.map(|n| n.0.into()),
-        last_ces_day: sv.last_ces.map_or(0, |n| n.1),
-    }
+    let tickets = a.open_tickets();
+    s.id.clear();
+    s.id.push_str(&a.id);
+    s.segment = a.segment.into();
+    s.tier = a.tier.into();
+    s.owner = a.owner.into();
+    s.plan = a.plan.into();
+    s.scorecard = a.scorecard.into();
+    s.first_seen = a.first_seen;
+    s.subscribed_at = a.subscribed_at;
+    s.cancelled_at = a.cancelled_at;
+    s.last_eval = a.last_eval;
+    s.last_activity = a.last_activity;
+    fill(&mut s.users, a.users.iter().copied());
+    fill(&mut s.feature_hash, a.features.iter().map(|f| f.0));
+    fill(&mut s.feature_day, a.features.iter().map(|f| f.1));
+    fill(&mut s.feature_count, a.features.iter().map(|f| f.2));
+    s.weeks_head = w.head;
+    fill(&mut s.week_activity, w.activity);
+    fill(&mut s.week_wau, w.wau.map(u32::from));
+    fill(&mut s.week_tickets, w.tickets.map(u32::from));
+    fill(&mut s.week_escalations, w.escalations.map(u32::from));
+    fill(&mut s.week_reopens, w.reopens.map(u32::from));
+    s.seats_licensed = a.seats_licensed;
+    s.tickets_total = a.tickets_total;
+    fill(&mut s.ticket_hash, tickets.iter().map(|t| t.hash));
+    fill(
+        &mut s.ticket_opened_min,
+        tickets.iter().map(|t| t.opened_min),
+    );
+    fill(
+        &mut s.ticket_priority,
+        tickets.iter().map(|t| t.priority as u32),
+    );
+    fill(&mut s.ticket_escalated, tickets.iter().map(|t| t.escalated));
+    s.resolve_hours = sup.map_or(0.0, |s| s.resolve_hours);
+    s.resolved = sup.map_or(0, |s| s.resolved);
+    s.ticket_csat = sup.map(|s| dec(&s.ticket_csat));
+    s.mrr_cents = a.mrr_cents;
+    fill(&mut s.mrr_day, a.mrr_history.iter().map(|m| m.0));
+    fill(&mut s.mrr_value, a.mrr_history.iter().map(|m| m.1));
+    fill(&mut s.unpaid_hash, a.unpaid.iter().map(|u| u.hash));
+    fill(
+        &mut s.unpaid_failures,
+        a.unpaid.iter().map(|u| u.failures.into()),
+    );
+    fill(
+        &mut s.unpaid_days_overdue,
+        a.unpaid.iter().map(|u| u.days_overdue.into()),
+    );
+    fill(
+        &mut s.unpaid_overdue_day,
+        a.unpaid.iter().map(|u| u.overdue_day),
+    );
+    fill(
+        &mut s.unpaid_amount,
+        a.unpaid.iter().map(|u| u.amount_cents),
+    );
+    s.payments_failed_total = a.payments_failed_total;
+    s.renews_at = a.renews_at;
+    s.nps = Some(dec(&sv.nps));
+    s.last_nps_score = sv.last_nps.map(|n| n.0.into());
+    s.last_nps_day = sv.last_nps.map_or(0, |n| n.1);
+    s.csat = Some(dec(&sv.csat));
+    s.ces = Some(dec(&sv.ces));
+    s.onboarding = a.onboarding.into();
+    s.touchpoints = a.touchpoints;
+    s.last_touchpoint = a.last_touchpoint;
+    // Overrides are rare: these allocate, as before.
+    s.active_override = ex.and_then(|e| e.active_override.as_ref()).map(ov);
+    fill(
+        &mut s.override_audit,
+        ex.into_iter()
+            .flat_map(|e| &e.audit)
+            .map(|x| pb::OverrideAudit {
+                entry: Some(ov(&x.entry)),
+                end: match x.end {
+                    OverrideEnd::Active => "active",
+                    OverrideEnd::Expired => "expired",
+                    OverrideEnd::Replaced => "replaced",
+                }
+                .into(),
+                ended_at: x.ended_at,
+            }),
+    );
+    s.band = a.alert.band.to_u8().into();
+    s.at_risk_open = a.alert.at_risk_open;
+    s.last_at_risk_alert = a.alert.last_at_risk_alert;
+    s.upsell_active = a.alert.upsell_active;
+    s.last_upsell_alert = a.alert.last_upsell_alert;
+    s.has_published = p.is_some();
+    s.published_score = p.map_or(0.0, |p| p.score);
+    s.published_band = p.map_or(0, |p| p.band.to_u8().into());
+    s.published_override_set_at = p.map_or(0, |p| p.override_set_at);
+    s.published_cancelled = p.is_some_and(|p| p.cancelled);
+    s.published_scorecard = p.map_or(0, |p| p.scorecard.into());
+    fill(&mut s.score_days, a.alert.score_days);
+    s.score_head = a.alert.score_head;
+    s.timer_due = a.timer_due;
+    s.has_extras = ex.is_some();
+    s.has_support = sup.is_some();
+    s.has_surveys = a.surveys.is_some();
+    s.at_risk_pending = a.alert.at_risk_pending;
+    s.upsell_pending = a.alert.upsell_pending;
+    s.last_csat_score = sv.last_csat.map(|n| n.0.into());
+    s.last_csat_day = sv.last_csat.map_or(0, |n| n.1);
+    s.last_ces_score = sv.last_ces.map(|n| n.0.into());
+    s.last_ces_day = sv.last_ces.map_or(0, |n| n.1);
 }
 
 fn u16f(v: u32, f: &'static str) -> Result<u16, StateError> {
@@ -280,7 +308,7 @@ fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
 }
 
 /// `cards`: the model's scorecards (an account's index must name one).
-fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError> {
+fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateError> {
     if s.scorecard as usize >= cards {
         return Err(StateError::Malformed("scorecard"));
     }
@@ -379,10 +407,11 @@ fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError
     }
     let extras = if s.has_extras {
         let mut audit = Vec::new();
-        for x in s.override_audit {
+        for x in &s.override_audit {
             audit.push(OverrideAudit {
                 entry: unov(
                     x.entry
+                        .as_ref()
                         .ok_or(StateError::Malformed("override_audit.entry"))?,
                 )?,
                 end: match x.end.as_str() {
@@ -395,14 +424,14 @@ fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError
             });
         }
         Some(Box::new(Extras {
-            active_override: s.active_override.map(unov).transpose()?,
+            active_override: s.active_override.as_ref().map(unov).transpose()?,
             audit,
         }))
     } else {
         None
     };
     Ok(Account {
-        id: s.id.into(),
+        id: s.id.as_str().into(),
         segment: u16f(s.segment, "segment")?,
         tier: u16f(s.tier, "tier")?,
         owner: u16f(s.owner, "owner")?,
@@ -413,13 +442,13 @@ fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError
         cancelled_at: ts_or_never(s.cancelled_at, "cancelled_at")?,
         last_eval: ts_or_never(s.last_eval, "last_eval")?,
         last_activity: ts_or_never(s.last_activity, "last_activity")?,
-        users: s.users.into_iter().collect(),
+        users: s.users.iter().copied().collect(),
         features: s
             .feature_hash
-            .into_iter()
-            .zip(s.feature_day)
-            .zip(s.feature_count)
-            .map(|((h, d), c)| (h, d, c))
+            .iter()
+            .zip(&s.feature_day)
+            .zip(&s.feature_count)
+            .map(|((&h, &d), &c)| (h, d, c))
             .collect(),
         weeks,
         seats_licensed: s.seats_licensed,
@@ -435,7 +464,12 @@ fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError
             None
         },
         mrr_cents: s.mrr_cents,
-        mrr_history: s.mrr_day.into_iter().zip(s.mrr_value).collect(),
+        mrr_history: s
+            .mrr_day
+            .iter()
+            .copied()
+            .zip(s.mrr_value.iter().copied())
+            .collect(),
         unpaid,
         payments_failed_total: s.payments_failed_total,
         renews_at: ts_or_never(s.renews_at, "renews_at")?,
@@ -504,6 +538,148 @@ fn account_from(s: pb::AccountState, cards: usize) -> Result<Account, StateError
 
 /// Encodes a partition's whole state.
 pub fn encode(p: &Partition) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(p, &mut out);
+    out
+}
+
+/// Field number of `PartitionState.accounts`.
+const ACCOUNTS_FIELD: u32 = 7;
+
+/// Partitions with at least this many accounts are encoded and decoded on
+/// several threads (below it a thread costs more than it saves).
+const PARALLEL_ACCOUNTS: usize = 50_000;
+
+/// How many threads a state of `accounts` accounts is encoded or decoded
+/// on: all cores for a large state, one otherwise.
+fn threads_for(accounts: usize) -> usize {
+    if accounts < PARALLEL_ACCOUNTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    }
+}
+
+/// Appends a partition's whole state to `out`: a `PartitionState` whose
+/// accounts follow its other fields (Protobuf allows any field order; the
+/// bytes are the same for the same state). Each account is written from one
+/// reused scratch message instead of building a million messages first,
+/// and a large partition's accounts are encoded on several threads, each
+/// writing a contiguous range of them in place, so the bytes do not depend
+/// on the thread count.
+pub fn encode_into(p: &Partition, out: &mut Vec<u8>) {
+    encode_on(p, out, threads_for(p.accounts.len()));
+}
+
+fn encode_on(p: &Partition, out: &mut Vec<u8>, threads: usize) {
+    header(p).encode_raw_to(out);
+    let n = p.accounts.len();
+    if threads <= 1 {
+        encode_accounts(p, 0..n, out);
+        return;
+    }
+    let per = n.div_ceil(threads);
+    let ranges: Vec<Range<usize>> = (0..threads)
+        .map(|t| (t * per).min(n)..((t + 1) * per).min(n))
+        .collect();
+    // First pass: the encoded size of each range, so that the state goes
+    // into `out` directly, each range written in place by its thread.
+    // Fresh memory is expensive to touch the first time (page faults: about
+    // 3 ms per MB on this project's VMs, BENCHMARKS.md "Snapshots"):
+    // per-thread buffers copied into one touched every byte twice, and a
+    // zeroed buffer once more on one thread.
+    let sizes: Vec<usize> = in_parallel(&ranges, |r| encoded_size(p, r.clone()));
+    let at = out.len();
+    let total: usize = sizes.iter().sum();
+    // Room for what the caller appends after the state (the snapshot's
+    // checksum) too, so that the buffer is not moved again.
+    out.reserve_exact(total + 64);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = &mut out.spare_capacity_mut()[..total];
+    for &size in &sizes {
+        let (part, tail) = rest.split_at_mut(size);
+        parts.push(part);
+        rest = tail;
+    }
+    let jobs: Vec<_> = ranges.into_iter().zip(parts).collect();
+    let filled = in_parallel_owned(jobs, |(range, mut part)| {
+        encode_accounts(p, range, &mut part);
+        part.is_empty()
+    });
+    if filled.iter().all(|&f| f) {
+        // SAFETY: `out[at..at + total]` is the spare capacity split into
+        // the parts above, and every part was written to its end (a
+        // `&mut [MaybeUninit<u8>]` buffer shrinks by what is written).
+        unsafe { out.set_len(at + total) };
+    } else {
+        // Not reachable: the sizes were measured on the same accounts (a
+        // part too small for its range would be a bug, and panics in its
+        // thread). Should a part not be filled, encode on one thread.
+        encode_accounts(p, 0..n, out);
+    }
+}
+
+/// Runs `f` on each job on its own scoped thread; the results in order.
+fn in_parallel_owned<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = jobs.into_iter().map(|x| sc.spawn(move || f(x))).collect();
+        handles
+            .into_iter()
+            // A panic in a worker is a bug in the codec; re-raise it here.
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Runs `f` on each item on its own scoped thread; the results in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    in_parallel_owned(items.iter().collect(), f)
+}
+
+/// Bytes [`encode_accounts`] writes for `range`.
+fn encoded_size(p: &Partition, range: Range<usize>) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    let mut s = pb::AccountState::default();
+    let mut total = 0;
+    for i in range {
+        account_into(&p.accounts[i], &mut s);
+        let len = s.encoded_len();
+        total += key_len(ACCOUNTS_FIELD) + encoded_len_varint(len as u64) + len;
+    }
+    total
+}
+
+/// Writes the accounts of `range` as `accounts` fields. `out` must have
+/// room ([`encoded_size`] bytes when it is a slice; a `Vec` grows).
+fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut impl prost::bytes::BufMut) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut s = pb::AccountState::default();
+    for i in range {
+        account_into(&p.accounts[i], &mut s);
+        encode_key(ACCOUNTS_FIELD, WireType::LengthDelimited, out);
+        encode_varint(s.encoded_len() as u64, out);
+        // Fails only for want of room, which the caller provides.
+        let _ = s.encode(out);
+    }
+}
+
+/// Encoding into a `Vec`, which grows as needed, cannot fail.
+trait EncodeTo {
+    fn encode_raw_to(&self, out: &mut Vec<u8>);
+}
+
+impl<M: Message> EncodeTo for M {
+    fn encode_raw_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        // `encode` fails only when the buffer has too little room, and a
+        // `Vec` has room for any message.
+        let _ = self.encode(out);
+    }
+}
+
+/// Everything of a partition's state but its accounts.
+fn header(p: &Partition) -> pb::PartitionState {
     let st = &p.stats;
     let iv = &p.interventions;
     let l = st.limits;
@@ -514,7 +690,7 @@ pub fn encode(p: &Partition) -> Vec<u8> {
         labels: p.labels.names.iter().map(|n| n.to_string()).collect(),
         dedup_key: p.dedup.order.iter().map(|d| d.0).collect(),
         dedup_time: p.dedup.order.iter().map(|d| d.1).collect(),
-        accounts: p.accounts.iter().map(account_to).collect(),
+        accounts: Vec::new(),
         stat_events: st.events.iter().flatten().copied().collect(),
         stat_alerts: st.alerts.to_vec(),
         stat_feedback: st.feedback.iter().flatten().copied().collect(),
@@ -580,7 +756,6 @@ pub fn encode(p: &Partition) -> Vec<u8> {
         monitor_at_risk: p.monitor.tally.at_risk.to_vec(),
         scorecard_changes: p.scorecard_changes.iter().map(change_to).collect(),
     }
-    .encode_to_vec()
 }
 
 fn change_to(c: &ScorecardChange) -> pb::ScorecardChange {
@@ -697,9 +872,76 @@ fn kind_from(v: &[i64]) -> Result<KindOutcome, StateError> {
     })
 }
 
+/// Splits an encoded `PartitionState` into its accounts' messages (in
+/// order) and every other field (re-assembled, still a `PartitionState`),
+/// so that the accounts can be decoded one scratch message at a time, on
+/// several threads.
+fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    let mut header = Vec::new();
+    let mut accounts = Vec::new();
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let start = bytes.len() - buf.len();
+        let (tag, wire) = decode_key(&mut buf)?;
+        if tag == ACCOUNTS_FIELD && wire == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf)?;
+            if len > buf.len() as u64 {
+                return Err(StateError::Malformed("accounts"));
+            }
+            let (account, rest) = buf.split_at(len as usize);
+            accounts.push(account);
+            buf = rest;
+        } else {
+            skip_field(wire, tag, &mut buf, DecodeContext::default())?;
+            header.extend_from_slice(&bytes[start..bytes.len() - buf.len()]);
+        }
+    }
+    Ok((header, accounts))
+}
+
+/// Decodes the accounts' messages in order, a large partition's on several
+/// threads (contiguous ranges, joined in order).
+fn decode_accounts(
+    messages: &[&[u8]],
+    cards: usize,
+    threads: usize,
+) -> Result<Accounts, StateError> {
+    fn range(messages: &[&[u8]], cards: usize) -> Result<Vec<Arc<Account>>, StateError> {
+        let mut s = pb::AccountState::default();
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            s.clear();
+            s.merge(*m)?;
+            out.push(Arc::new(account_from(&s, cards)?));
+        }
+        Ok(out)
+    }
+    if threads <= 1 {
+        return Ok(range(messages, cards)?.into_iter().collect());
+    }
+    let chunks: Vec<&[&[u8]]> = messages.chunks(messages.len().div_ceil(threads)).collect();
+    let parts = in_parallel(&chunks, |c| range(c, cards))
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
 /// Decodes a partition's state, to be folded on with `model`.
 pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> {
-    let s = pb::PartitionState::decode(bytes)?;
+    decode_on(bytes, model, None)
+}
+
+/// [`decode`] on `threads` threads (default: as many as the state's size
+/// calls for).
+fn decode_on(
+    bytes: &[u8],
+    model: Arc<Model>,
+    threads: Option<usize>,
+) -> Result<Partition, StateError> {
+    let (header, account_bytes) = split_accounts(bytes)?;
+    let threads = threads.unwrap_or_else(|| threads_for(account_bytes.len()));
+    let s = pb::PartitionState::decode(&header[..])?;
     if s.format != FORMAT {
         return Err(StateError::Format { found: s.format });
     }
@@ -754,11 +996,7 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     stats.at_risk_suppressed_by_cooldown = m[9];
     stats.rescore_skipped = m[10];
     let dedup = Dedup::from_order(s.dedup_key.into_iter().zip(s.dedup_time).collect());
-    let accounts = s
-        .accounts
-        .into_iter()
-        .map(|a| account_from(a, model.cards.len()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let accounts = decode_accounts(&account_bytes, model.cards.len(), threads)?;
     for r in &s.portfolio_months {
         day(r.month, "portfolio_months.month")?;
         counts(
@@ -861,4 +1099,59 @@ pub fn decode(bytes: &[u8], model: Arc<Model>) -> Result<Partition, StateError> 
     );
     part.scorecard_changes = scorecard_changes;
     Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ModelConfig;
+    use crate::simulate::{generate, SimOptions};
+
+    /// Large partitions are encoded and decoded on several threads: the
+    /// bytes and the restored state are those of one thread, and a state
+    /// whose accounts are interleaved with its other fields (any field
+    /// order is valid Protobuf) decodes the same.
+    #[test]
+    fn threads_and_field_order_change_nothing() {
+        let model = Arc::new(Model::new(ModelConfig::default()));
+        let mut p = Partition::new(Arc::clone(&model));
+        let mut out = Vec::new();
+        for ev in generate(&SimOptions {
+            accounts: 300,
+            days: 40,
+            seed: 5,
+            ..Default::default()
+        }) {
+            p.apply(&ev, &mut out);
+        }
+        let mut one = Vec::new();
+        encode_on(&p, &mut one, 1);
+        for threads in [2, 3, 7] {
+            let mut many = Vec::new();
+            encode_on(&p, &mut many, threads);
+            assert_eq!(many, one, "{threads} threads");
+            let back = decode_on(&one, Arc::clone(&model), Some(threads)).expect("decodes");
+            assert!(back == p, "decoded on {threads} threads");
+        }
+        // The accounts first, then the other fields: as an older encoder
+        // might have written them.
+        let (header, accounts) = split_accounts(&one).expect("splits");
+        assert_eq!(accounts.len(), 300);
+        let mut reordered = Vec::new();
+        for a in &accounts {
+            prost::encoding::encode_key(
+                ACCOUNTS_FIELD,
+                prost::encoding::WireType::LengthDelimited,
+                &mut reordered,
+            );
+            prost::encoding::encode_varint(a.len() as u64, &mut reordered);
+            reordered.extend_from_slice(a);
+        }
+        reordered.extend_from_slice(&header);
+        let back = decode(&reordered, Arc::clone(&model)).expect("decodes");
+        assert!(back == p);
+        let mut again = Vec::new();
+        encode_on(&back, &mut again, 1);
+        assert_eq!(again, one);
+    }
 }

@@ -40,11 +40,17 @@ impl Accounts {
     }
 
     pub fn push(&mut self, a: Account) {
+        self.push_shared(Arc::new(a));
+    }
+
+    /// Appends an account already behind its `Arc` (a restore allocates
+    /// them on several threads).
+    pub fn push_shared(&mut self, a: Arc<Account>) {
         if self.len % CHUNK == 0 {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         if let Some(last) = self.chunks.last_mut() {
-            Arc::make_mut(last).push(Arc::new(a));
+            Arc::make_mut(last).push(a);
             self.len += 1;
         }
     }
@@ -106,6 +112,16 @@ impl FromIterator<Account> for Accounts {
         let mut a = Accounts::new();
         for x in it {
             a.push(x);
+        }
+        a
+    }
+}
+
+impl FromIterator<Arc<Account>> for Accounts {
+    fn from_iter<I: IntoIterator<Item = Arc<Account>>>(it: I) -> Self {
+        let mut a = Accounts::new();
+        for x in it {
+            a.push_shared(x);
         }
         a
     }

@@ -29,12 +29,13 @@
 //!
 //! Formulas: docs/MODEL.md, "Intervention impact".
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::account::NEVER;
 use super::accounts::Accounts;
+use super::cow_deque::CowDeque;
 use super::time::{day_of, Ts, MS_PER_DAY};
 
 /// Outcome horizons, in days after the touchpoint.
@@ -203,7 +204,8 @@ pub struct Interventions {
     /// Kinds seen, in first-seen order (observations refer to them by index).
     pub kinds: Vec<Box<str>>,
     /// Observations waiting for each horizon, in the order they entered it.
-    pub pending: [VecDeque<Observation>; 2],
+    /// Shared in chunks, so a snapshot's copy costs microseconds.
+    pub pending: [CowDeque<Observation>; 2],
     pub outcomes: InterventionOutcomes,
     /// When the earliest pending observation is due (derived).
     next_due: Ts,
@@ -213,7 +215,7 @@ impl Default for Interventions {
     fn default() -> Self {
         Interventions {
             kinds: Vec::new(),
-            pending: [VecDeque::new(), VecDeque::new()],
+            pending: [CowDeque::new(), CowDeque::new()],
             outcomes: InterventionOutcomes::default(),
             next_due: Ts::MAX,
         }
@@ -228,7 +230,7 @@ impl Interventions {
     /// Rebuilds a tracker from its parts (snapshot restore).
     pub fn from_parts(
         kinds: Vec<Box<str>>,
-        pending: [VecDeque<Observation>; 2],
+        pending: [CowDeque<Observation>; 2],
         mut outcomes: InterventionOutcomes,
     ) -> Self {
         outcomes.open = (pending[0].len() + pending[1].len()) as u64;

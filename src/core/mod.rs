@@ -11,6 +11,8 @@
 //! - [`account`]: per-account state and how each event changes it.
 //! - [`score`]: factors, components, score, bands, drivers.
 //! - [`partition`]: the fold — accounts, timers, dedup, alert rules.
+//! - [`accounts`], [`cow_deque`]: the partition's accounts and duplicate
+//!   memory, shared copy-on-write so a snapshot's copy takes microseconds.
 //! - [`signal`]: what the fold emits (health records and alerts).
 //! - [`portfolio`]: portfolio analytics (NPS, churn, revenue retention,
 //!   CLV, bands) kept by the fold, by segment, mergeable across partitions.
@@ -21,6 +23,7 @@
 pub mod account;
 pub mod accounts;
 pub mod config;
+pub mod cow_deque;
 pub mod event;
 pub mod interventions;
 pub mod monitor;

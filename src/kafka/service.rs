@@ -1223,7 +1223,11 @@ impl Worker {
             if !disconnected {
                 seq.poll(wall(), &mut decisions);
                 for (source, n) in seq.take_deadline_waits() {
-                    let topic = shared.sources.get(source as usize).cloned().unwrap_or_default();
+                    let topic = shared
+                        .sources
+                        .get(source as usize)
+                        .cloned()
+                        .unwrap_or_default();
                     metrics::counter!("vitals_sequencer_deadline_releases_total", "topic" => topic)
                         .increment(n);
                 }
