@@ -132,43 +132,111 @@ pub fn encode_with_shadow(
     cursor: &str,
     created_ms: i64,
 ) -> Vec<u8> {
-    let model = part.model.id.as_bytes();
-    let mut b = Vec::with_capacity(128 + cursor.len());
-    b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
-    b.extend_from_slice(&partition.to_le_bytes());
-    b.extend_from_slice(&next_offset.to_le_bytes());
-    b.extend_from_slice(&created_ms.to_le_bytes());
-    b.extend_from_slice(&(part.accounts.len() as u64).to_le_bytes());
-    let wm = if part.max_time == Ts::MIN {
-        Ts::MIN
-    } else {
-        part.watermark()
-    };
-    b.extend_from_slice(&wm.to_le_bytes());
-    b.extend_from_slice(&(cursor.len() as u32).to_le_bytes());
-    b.extend_from_slice(cursor.as_bytes());
-    b.extend_from_slice(&(model.len() as u32).to_le_bytes());
-    b.extend_from_slice(model);
-    state_with_len(part, &mut b);
-    if let Some(sh) = shadow {
-        let id = sh.model.id.as_bytes();
-        b.extend_from_slice(&(id.len() as u32).to_le_bytes());
-        b.extend_from_slice(id);
-        state_with_len(sh, &mut b);
-    }
-    let sum = xxhash_rust::xxh3::xxh3_64(&b);
-    b.extend_from_slice(&sum.to_le_bytes());
-    b
+    Writer::new(part, shadow, partition, next_offset, cursor, created_ms).to_vec()
 }
 
-/// Appends `state_len u64 | state` (encoded in place, not copied).
-fn state_with_len(part: &Partition, b: &mut Vec<u8>) {
-    let at = b.len();
-    b.extend_from_slice(&0u64.to_le_bytes());
-    state::encode_into(part, b);
-    let len = (b.len() - at - 8) as u64;
-    b[at..at + 8].copy_from_slice(&len.to_le_bytes());
+/// A snapshot measured and ready to be streamed (to a file, say) without
+/// being held whole in memory: [`encode_with_shadow`]'s bytes, written in
+/// pieces.
+pub struct Writer<'a> {
+    /// Everything before the state.
+    head: Vec<u8>,
+    state: state::StateWriter<'a>,
+    shadow: Option<(&'a str, state::StateWriter<'a>)>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(
+        part: &'a Partition,
+        shadow: Option<&'a Partition>,
+        partition: u32,
+        next_offset: i64,
+        cursor: &str,
+        created_ms: i64,
+    ) -> Self {
+        let model = part.model.id.as_bytes();
+        let state = state::StateWriter::new(part);
+        let mut b = Vec::with_capacity(128 + cursor.len());
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&partition.to_le_bytes());
+        b.extend_from_slice(&next_offset.to_le_bytes());
+        b.extend_from_slice(&created_ms.to_le_bytes());
+        b.extend_from_slice(&(part.accounts.len() as u64).to_le_bytes());
+        let wm = if part.max_time == Ts::MIN {
+            Ts::MIN
+        } else {
+            part.watermark()
+        };
+        b.extend_from_slice(&wm.to_le_bytes());
+        b.extend_from_slice(&(cursor.len() as u32).to_le_bytes());
+        b.extend_from_slice(cursor.as_bytes());
+        b.extend_from_slice(&(model.len() as u32).to_le_bytes());
+        b.extend_from_slice(model);
+        b.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        Writer {
+            head: b,
+            state,
+            shadow: shadow.map(|sh| (&*sh.model.id, state::StateWriter::new(sh))),
+        }
+    }
+
+    /// Bytes [`Writer::write_to`] writes.
+    pub fn len(&self) -> usize {
+        let shadow = self
+            .shadow
+            .as_ref()
+            .map_or(0, |(id, st)| 4 + id.len() + 8 + st.len());
+        self.head.len() + self.state.len() + shadow + 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The whole snapshot in memory.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.len());
+        // Writing to a `Vec` cannot fail.
+        let _ = self.write_to(&mut b);
+        b
+    }
+
+    /// Streams the snapshot to `w`, checksumming as it goes.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut w = Summed {
+            inner: w,
+            sum: xxhash_rust::xxh3::Xxh3Default::new(),
+        };
+        w.write_all(&self.head)?;
+        self.state.write_to(&mut w)?;
+        if let Some((id, st)) = &self.shadow {
+            w.write_all(&(id.len() as u32).to_le_bytes())?;
+            w.write_all(id.as_bytes())?;
+            w.write_all(&(st.len() as u64).to_le_bytes())?;
+            st.write_to(&mut w)?;
+        }
+        let sum = w.sum.digest();
+        w.inner.write_all(&sum.to_le_bytes())
+    }
+}
+
+/// A writer that checksums (xxh3-64) what passes through it.
+struct Summed<'w, W: Write> {
+    inner: &'w mut W,
+    sum: xxhash_rust::xxh3::Xxh3Default,
+}
+
+impl<W: Write> Write for Summed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct Rd<'a>(&'a [u8]);
@@ -306,6 +374,18 @@ pub fn scorecard_changes(bytes: &[u8]) -> Result<Vec<ScorecardChange>, SnapshotE
 pub trait SnapshotStore: Send + Sync {
     /// Stores a snapshot of `partition` taken at `next_offset`.
     fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError>;
+    /// Stores the snapshot `snap` streams; its name and size. A store that
+    /// can writes it without holding it whole in memory (the directory
+    /// store does); the default collects it and calls [`SnapshotStore::put`].
+    fn put_from(
+        &self,
+        partition: u32,
+        next_offset: i64,
+        snap: &Writer<'_>,
+    ) -> Result<(String, u64), SnapshotError> {
+        let b = snap.to_vec();
+        Ok((self.put(partition, next_offset, &b)?, b.len() as u64))
+    }
     /// The partition's snapshots, newest (highest offset) first.
     fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError>;
     fn get(&self, partition: u32, name: &str) -> Result<Vec<u8>, SnapshotError>;
@@ -326,16 +406,21 @@ impl DirStore {
     fn part_dir(&self, partition: u32) -> PathBuf {
         self.dir.join(format!("p{partition}"))
     }
-}
 
-impl SnapshotStore for DirStore {
-    fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError> {
+    /// Writes a snapshot file atomically: a temporary file, fsync, rename,
+    /// fsync of the directory.
+    fn write_file(
+        &self,
+        partition: u32,
+        next_offset: i64,
+        write: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<String, SnapshotError> {
         let d = self.part_dir(partition);
         io(&d, fs::create_dir_all(&d))?;
         let name = format!("{next_offset:020}.snap");
         let tmp = d.join(format!(".{name}.tmp"));
         let mut f = io(&tmp, File::create(&tmp))?;
-        io(&tmp, f.write_all(bytes))?;
+        io(&tmp, write(&mut f))?;
         io(&tmp, f.sync_all())?;
         drop(f);
         let path = d.join(&name);
@@ -343,6 +428,26 @@ impl SnapshotStore for DirStore {
         // The rename itself is durable once the directory is synced.
         io(&d, File::open(&d).and_then(|f| f.sync_all()))?;
         Ok(name)
+    }
+}
+
+impl SnapshotStore for DirStore {
+    fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError> {
+        self.write_file(partition, next_offset, |f| f.write_all(bytes))
+    }
+
+    fn put_from(
+        &self,
+        partition: u32,
+        next_offset: i64,
+        snap: &Writer<'_>,
+    ) -> Result<(String, u64), SnapshotError> {
+        let name = self.write_file(partition, next_offset, |f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+            snap.write_to(&mut w)?;
+            w.flush()
+        })?;
+        Ok((name, snap.len() as u64))
     }
 
     fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError> {

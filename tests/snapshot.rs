@@ -121,6 +121,28 @@ fn another_format_version_or_model_is_rejected_with_a_clear_message() {
     assert!(matches!(err, SnapshotError::Model { .. }), "{err}");
 }
 
+/// The service streams snapshots to the directory store (never holding a
+/// whole one in memory): the file is byte for byte what `encode` gives, with
+/// and without a shadow scorecard's state, and the stated size is its size.
+#[test]
+fn a_streamed_snapshot_is_the_encoded_one() {
+    let p = folded();
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path());
+    for shadow in [None, Some(&p)] {
+        let w = snapshot::Writer::new(&p, shadow, 4, 900, "5;;", 1_700_000_000_000);
+        let (name, size) = store.put_from(4, 900, &w).expect("stored");
+        let file = store.get(4, &name).unwrap();
+        let encoded = snapshot::encode_with_shadow(&p, shadow, 4, 900, "5;;", 1_700_000_000_000);
+        assert_eq!(file, encoded);
+        assert_eq!(size as usize, file.len());
+        assert_eq!(w.len(), file.len());
+        let (meta, back) = snapshot::decode(&file, p.model.clone()).expect("decodes");
+        assert_eq!(back, p);
+        assert_eq!(meta.shadow_model.is_some(), shadow.is_some());
+    }
+}
+
 #[test]
 fn directory_store_keeps_the_newest_k() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,9 @@
 //! Partition state ⇄ Protobuf (`vitals.v1.PartitionState`). Encoding then
 //! decoding gives an equal state (a property test checks it).
 
+use std::io::Write;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use prost::Message;
 
@@ -560,81 +561,140 @@ fn threads_for(accounts: usize) -> usize {
     }
 }
 
-/// Appends a partition's whole state to `out`: a `PartitionState` whose
-/// accounts follow its other fields (Protobuf allows any field order; the
-/// bytes are the same for the same state). Each account is written from one
-/// reused scratch message instead of building a million messages first,
-/// and a large partition's accounts are encoded on several threads, each
-/// writing a contiguous range of them in place, so the bytes do not depend
-/// on the thread count.
+/// Appends a partition's whole state to `out` (see [`StateWriter`]).
 pub fn encode_into(p: &Partition, out: &mut Vec<u8>) {
-    encode_on(p, out, threads_for(p.accounts.len()));
+    let w = StateWriter::new(p);
+    out.reserve(w.len());
+    // Writing to a `Vec` cannot fail.
+    let _ = w.write_to(out);
 }
 
-fn encode_on(p: &Partition, out: &mut Vec<u8>, threads: usize) {
-    header(p).encode_raw_to(out);
-    let n = p.accounts.len();
-    if threads <= 1 {
-        encode_accounts(p, 0..n, out);
-        return;
+/// Accounts per block of a streamed state (about 2 MB of encoded accounts).
+const BLOCK: usize = 4096;
+
+/// A partition's state, measured and ready to be streamed to a file: a
+/// `PartitionState` whose accounts follow its other fields (Protobuf allows
+/// any field order; the bytes are the same for the same state, whatever
+/// the thread count).
+///
+/// Accounts are written from one reused scratch message instead of a
+/// million `AccountState` values built first, in blocks of [`BLOCK`] that a
+/// large partition encodes on all cores and the writer writes in order, so
+/// the state is never held whole in memory. Fresh memory is expensive to
+/// touch the first time (about 3 ms per MB on this project's VMs,
+/// BENCHMARKS.md "Snapshots"), and a 1M-account state is 470 MB; the
+/// blocks' buffers are reused.
+pub struct StateWriter<'a> {
+    p: &'a Partition,
+    /// Every field but the accounts, encoded.
+    header: Vec<u8>,
+    /// Encoded bytes of the accounts (measured in a first pass).
+    accounts_len: usize,
+    threads: usize,
+    /// Accounts per block ([`BLOCK`]; smaller in tests).
+    block: usize,
+}
+
+impl<'a> StateWriter<'a> {
+    pub fn new(p: &'a Partition) -> Self {
+        Self::on(p, threads_for(p.accounts.len()), BLOCK)
     }
-    let per = n.div_ceil(threads);
-    let ranges: Vec<Range<usize>> = (0..threads)
-        .map(|t| (t * per).min(n)..((t + 1) * per).min(n))
-        .collect();
-    // First pass: the encoded size of each range, so that the state goes
-    // into `out` directly, each range written in place by its thread.
-    // Fresh memory is expensive to touch the first time (page faults: about
-    // 3 ms per MB on this project's VMs, BENCHMARKS.md "Snapshots"):
-    // per-thread buffers copied into one touched every byte twice, and a
-    // zeroed buffer once more on one thread.
-    let sizes: Vec<usize> = in_parallel(&ranges, |r| encoded_size(p, r.clone()));
-    let at = out.len();
-    let total: usize = sizes.iter().sum();
-    // Room for what the caller appends after the state (the snapshot's
-    // checksum) too, so that the buffer is not moved again.
-    out.reserve_exact(total + 64);
-    let mut parts = Vec::with_capacity(threads);
-    let mut rest = &mut out.spare_capacity_mut()[..total];
-    for &size in &sizes {
-        let (part, tail) = rest.split_at_mut(size);
-        parts.push(part);
-        rest = tail;
+
+    fn on(p: &'a Partition, threads: usize, block: usize) -> Self {
+        let mut header = Vec::new();
+        self::header(p).encode_raw_to(&mut header);
+        let n = p.accounts.len();
+        let per = n.div_ceil(threads.max(1));
+        let ranges: Vec<Range<usize>> = (0..threads.max(1))
+            .map(|t| (t * per).min(n)..((t + 1) * per).min(n))
+            .collect();
+        let accounts_len = in_parallel(&ranges, |r| encoded_size(p, r.clone()))
+            .into_iter()
+            .sum();
+        StateWriter {
+            p,
+            header,
+            accounts_len,
+            threads,
+            block: block.max(1),
+        }
     }
-    let jobs: Vec<_> = ranges.into_iter().zip(parts).collect();
-    let filled = in_parallel_owned(jobs, |(range, mut part)| {
-        encode_accounts(p, range, &mut part);
-        part.is_empty()
-    });
-    if filled.iter().all(|&f| f) {
-        // SAFETY: `out[at..at + total]` is the spare capacity split into
-        // the parts above, and every part was written to its end (a
-        // `&mut [MaybeUninit<u8>]` buffer shrinks by what is written).
-        unsafe { out.set_len(at + total) };
-    } else {
-        // Not reachable: the sizes were measured on the same accounts (a
-        // part too small for its range would be a bug, and panics in its
-        // thread). Should a part not be filled, encode on one thread.
-        encode_accounts(p, 0..n, out);
+
+    /// Bytes [`StateWriter::write_to`] writes.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.accounts_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Streams the state to `w`.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let p = self.p;
+        w.write_all(&self.header)?;
+        let n = p.accounts.len();
+        let size = self.block;
+        let blocks = n.div_ceil(size);
+        let block = |b: usize| b * size..((b + 1) * size).min(n);
+        let threads = self.threads.min(blocks);
+        if threads <= 1 {
+            let mut buf = Vec::new();
+            for b in 0..blocks {
+                buf.clear();
+                encode_accounts(p, block(b), &mut buf);
+                w.write_all(&buf)?;
+            }
+            return Ok(());
+        }
+        // Thread t encodes blocks t, t + threads, …; the writer takes them
+        // in order and hands each buffer back to be reused. At most four
+        // buffers per thread exist at once.
+        std::thread::scope(|sc| {
+            let mut encoded = Vec::with_capacity(threads);
+            let mut spare = Vec::with_capacity(threads);
+            for t in 0..threads {
+                let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+                let (back, reuse) = mpsc::channel::<Vec<u8>>();
+                sc.spawn(move || {
+                    for b in (t..blocks).step_by(threads) {
+                        let mut buf = reuse.try_recv().unwrap_or_default();
+                        buf.clear();
+                        encode_accounts(p, block(b), &mut buf);
+                        if tx.send(buf).is_err() {
+                            return; // the writer stopped (a write failed)
+                        }
+                    }
+                });
+                encoded.push(rx);
+                spare.push(back);
+            }
+            for b in 0..blocks {
+                let t = b % threads;
+                // A closed channel means the encoder panicked; the scope
+                // re-raises that panic when it ends.
+                let buf = encoded[t]
+                    .recv()
+                    .map_err(|_| std::io::Error::other("a state encoder thread failed"))?;
+                w.write_all(&buf)?;
+                let _ = spare[t].send(buf);
+            }
+            Ok(())
+        })
     }
 }
 
-/// Runs `f` on each job on its own scoped thread; the results in order.
-fn in_parallel_owned<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+/// Runs `f` on each item on its own scoped thread; the results in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let f = &f;
     std::thread::scope(|sc| {
-        let handles: Vec<_> = jobs.into_iter().map(|x| sc.spawn(move || f(x))).collect();
+        let handles: Vec<_> = items.iter().map(|x| sc.spawn(move || f(x))).collect();
         handles
             .into_iter()
             // A panic in a worker is a bug in the codec; re-raise it here.
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
-}
-
-/// Runs `f` on each item on its own scoped thread; the results in order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    in_parallel_owned(items.iter().collect(), f)
 }
 
 /// Bytes [`encode_accounts`] writes for `range`.
@@ -650,17 +710,15 @@ fn encoded_size(p: &Partition, range: Range<usize>) -> usize {
     total
 }
 
-/// Writes the accounts of `range` as `accounts` fields. `out` must have
-/// room ([`encoded_size`] bytes when it is a slice; a `Vec` grows).
-fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut impl prost::bytes::BufMut) {
+/// Appends the accounts of `range` as `accounts` fields.
+fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let mut s = pb::AccountState::default();
     for i in range {
         account_into(&p.accounts[i], &mut s);
         encode_key(ACCOUNTS_FIELD, WireType::LengthDelimited, out);
         encode_varint(s.encoded_len() as u64, out);
-        // Fails only for want of room, which the caller provides.
-        let _ = s.encode(out);
+        s.encode_raw_to(out);
     }
 }
 
@@ -1124,12 +1182,17 @@ mod tests {
         }) {
             p.apply(&ev, &mut out);
         }
-        let mut one = Vec::new();
-        encode_on(&p, &mut one, 1);
+        let streamed = |threads: usize| {
+            let w = StateWriter::on(&p, threads, 7);
+            let mut out = Vec::new();
+            w.write_to(&mut out).expect("writes");
+            assert_eq!(out.len(), w.len(), "the measured length");
+            out
+        };
+        let one = streamed(1);
+        assert_eq!(encode(&p), one);
         for threads in [2, 3, 7] {
-            let mut many = Vec::new();
-            encode_on(&p, &mut many, threads);
-            assert_eq!(many, one, "{threads} threads");
+            assert_eq!(streamed(threads), one, "{threads} threads");
             let back = decode_on(&one, Arc::clone(&model), Some(threads)).expect("decodes");
             assert!(back == p, "decoded on {threads} threads");
         }
@@ -1150,8 +1213,6 @@ mod tests {
         reordered.extend_from_slice(&header);
         let back = decode(&reordered, Arc::clone(&model)).expect("decodes");
         assert!(back == p);
-        let mut again = Vec::new();
-        encode_on(&back, &mut again, 1);
-        assert_eq!(again, one);
+        assert_eq!(encode(&back), one);
     }
 }

@@ -1546,21 +1546,22 @@ impl Worker {
                     return;
                 }
             }
-            let bytes =
-                snapshot::encode_with_shadow(&copy, shadow.as_ref(), p, next, &cursor, created);
-            let stored = store.put(p, next, &bytes).and_then(|name| {
+            // Streamed to the store: a directory store never holds the
+            // whole snapshot in memory.
+            let snap = snapshot::Writer::new(&copy, shadow.as_ref(), p, next, &cursor, created);
+            let stored = store.put_from(p, next, &snap).and_then(|stored| {
                 store.retain(p, keep)?;
-                Ok(name)
+                Ok(stored)
             });
             match stored {
-                Ok(name) => {
+                Ok((name, size)) => {
                     let took = start.elapsed();
                     metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
                     metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string())
-                        .set(bytes.len() as f64);
+                        .set(size as f64);
                     metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
                         .set(created as f64 / 1000.0);
-                    info!(partition = p, snapshot = %name, bytes = bytes.len(), accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
+                    info!(partition = p, snapshot = %name, bytes = size, accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
                 }
                 Err(e) => {
                     metrics::counter!("vitals_snapshot_failures_total").increment(1);
