@@ -975,7 +975,7 @@ fn decode_accounts(
         }
         Ok(out)
     }
-    if threads <= 1 {
+    if threads <= 1 || messages.is_empty() {
         return Ok(range(messages, cards)?.into_iter().collect());
     }
     let chunks: Vec<&[&[u8]]> = messages.chunks(messages.len().div_ceil(threads)).collect();
