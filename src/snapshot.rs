@@ -207,6 +207,7 @@ impl<'a> Writer<'a> {
         let mut w = Summed {
             inner: w,
             sum: xxhash_rust::xxh3::Xxh3Default::new(),
+            written: 0,
         };
         w.write_all(&self.head)?;
         self.state.write_to(&mut w)?;
@@ -216,21 +217,33 @@ impl<'a> Writer<'a> {
             w.write_all(&(st.len() as u64).to_le_bytes())?;
             st.write_to(&mut w)?;
         }
+        // The lengths in the file were measured before the states were
+        // written: a difference would be a bug in the encoder, and such a
+        // file must not get a valid checksum.
+        if w.written + 8 != self.len() as u64 {
+            return Err(std::io::Error::other(format!(
+                "snapshot encoder wrote {} bytes where it measured {}",
+                w.written + 8,
+                self.len()
+            )));
+        }
         let sum = w.sum.digest();
         w.inner.write_all(&sum.to_le_bytes())
     }
 }
 
-/// A writer that checksums (xxh3-64) what passes through it.
+/// A writer that checksums (xxh3-64) and counts what passes through it.
 struct Summed<'w, W: Write> {
     inner: &'w mut W,
     sum: xxhash_rust::xxh3::Xxh3Default,
+    written: u64,
 }
 
 impl<W: Write> Write for Summed<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.sum.update(&buf[..n]);
+        self.written += n as u64;
         Ok(n)
     }
 
@@ -420,8 +433,13 @@ impl DirStore {
         let name = format!("{next_offset:020}.snap");
         let tmp = d.join(format!(".{name}.tmp"));
         let mut f = io(&tmp, File::create(&tmp))?;
-        io(&tmp, write(&mut f))?;
-        io(&tmp, f.sync_all())?;
+        if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+            // A partial file (a full disk, say) would stay forever: `list`
+            // and `retain` pass over temporary files.
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            return io(&tmp, Err(e));
+        }
         drop(f);
         let path = d.join(&name);
         io(&path, fs::rename(&tmp, &path))?;

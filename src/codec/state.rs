@@ -686,6 +686,9 @@ impl<'a> StateWriter<'a> {
 
 /// Runs `f` on each item on its own scoped thread; the results in order.
 fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
     let f = &f;
     std::thread::scope(|sc| {
         let handles: Vec<_> = items.iter().map(|x| sc.spawn(move || f(x))).collect();
@@ -712,13 +715,11 @@ fn encoded_size(p: &Partition, range: Range<usize>) -> usize {
 
 /// Appends the accounts of `range` as `accounts` fields.
 fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, WireType};
     let mut s = pb::AccountState::default();
     for i in range {
         account_into(&p.accounts[i], &mut s);
-        encode_key(ACCOUNTS_FIELD, WireType::LengthDelimited, out);
-        encode_varint(s.encoded_len() as u64, out);
-        s.encode_raw_to(out);
+        // Key, length and message, the length computed once.
+        prost::encoding::message::encode(ACCOUNTS_FIELD, &s, out);
     }
 }
 
