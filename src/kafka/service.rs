@@ -1512,7 +1512,13 @@ impl Worker {
                 *writer = Some(w);
                 return; // the previous one is still being written
             }
-            let _ = w.join();
+            if w.join().is_err() {
+                metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                warn!(
+                    partition = self.p,
+                    "the snapshot writer panicked; that snapshot was not written (recovery replays more of the log)"
+                );
+            }
         }
         let p = self.p;
         let start = Instant::now();
