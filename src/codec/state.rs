@@ -539,8 +539,10 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
 
 /// Encodes a partition's whole state.
 pub fn encode(p: &Partition) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_into(p, &mut out);
+    let w = StateWriter::new(p);
+    let mut out = Vec::with_capacity(w.len());
+    // Writing to a `Vec` cannot fail.
+    let _ = w.write_to(&mut out);
     out
 }
 
@@ -559,14 +561,6 @@ fn threads_for(accounts: usize) -> usize {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
     }
-}
-
-/// Appends a partition's whole state to `out` (see [`StateWriter`]).
-pub fn encode_into(p: &Partition, out: &mut Vec<u8>) {
-    let w = StateWriter::new(p);
-    out.reserve(w.len());
-    // Writing to a `Vec` cannot fail.
-    let _ = w.write_to(out);
 }
 
 /// Accounts per block of a streamed state (about 2 MB of encoded accounts).
@@ -601,8 +595,7 @@ impl<'a> StateWriter<'a> {
     }
 
     fn on(p: &'a Partition, threads: usize, block: usize) -> Self {
-        let mut header = Vec::new();
-        self::header(p).encode_raw_to(&mut header);
+        let header = self::header(p).encode_to_vec();
         let n = p.accounts.len();
         let per = n.div_ceil(threads.max(1));
         let ranges: Vec<Range<usize>> = (0..threads.max(1))
@@ -702,13 +695,11 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
 
 /// Bytes [`encode_accounts`] writes for `range`.
 fn encoded_size(p: &Partition, range: Range<usize>) -> usize {
-    use prost::encoding::{encoded_len_varint, key_len};
     let mut s = pb::AccountState::default();
     let mut total = 0;
     for i in range {
         account_into(&p.accounts[i], &mut s);
-        let len = s.encoded_len();
-        total += key_len(ACCOUNTS_FIELD) + encoded_len_varint(len as u64) + len;
+        total += prost::encoding::message::encoded_len(ACCOUNTS_FIELD, &s);
     }
     total
 }
@@ -720,20 +711,6 @@ fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
         account_into(&p.accounts[i], &mut s);
         // Key, length and message, the length computed once.
         prost::encoding::message::encode(ACCOUNTS_FIELD, &s, out);
-    }
-}
-
-/// Encoding into a `Vec`, which grows as needed, cannot fail.
-trait EncodeTo {
-    fn encode_raw_to(&self, out: &mut Vec<u8>);
-}
-
-impl<M: Message> EncodeTo for M {
-    fn encode_raw_to(&self, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
-        // `encode` fails only when the buffer has too little room, and a
-        // `Vec` has room for any message.
-        let _ = self.encode(out);
     }
 }
 
