@@ -655,13 +655,7 @@ fn run(cli: Cli) -> Result<()> {
                 let label = format!("kafka://{}/{partition}/{name}", cfg.snapshot.topic);
                 out.push(match store.get(partition, &name) {
                     Ok(b) => vitals::snapshot::inspect_bytes(label, &b),
-                    Err(e) => vitals::snapshot::Inspection {
-                        path: label,
-                        size_bytes: 0,
-                        checksum_ok: !matches!(e, vitals::snapshot::SnapshotError::Checksum),
-                        error: Some(e.to_string()),
-                        meta: None,
-                    },
+                    Err(e) => vitals::snapshot::inspection(label, 0, Err(e)),
                 });
             }
             println!("{}", serde_json::to_string_pretty(&out)?);

@@ -12,17 +12,27 @@
 //! | created_ms i64 | accounts u64 | watermark i64 (i64::MIN: none)
 //! | cursor_len u32 | cursor (UTF-8, the sequencer's cursor then)
 //! | model_len u32 | model id (UTF-8)
-//! | state_len u64 | state (prost `PartitionState`, proto/vitals/v1/state.proto)
-//! [ | shadow_model_len u32 | shadow model id | shadow_len u64 | shadow state ]
+//! | state: frames, each len u32 | a piece of a prost `PartitionState`
+//!   (proto/vitals/v1/state.proto): every field but the accounts first,
+//!   then the accounts in blocks of 4,096; a frame of length 0 ends it
+//! | shadow_model_len u32 (0: none) [ | shadow model id | shadow state (frames) ]
 //! | checksum u64 (xxh3-64 of every byte before it)
 //! ```
 //!
-//! The bracketed part is there only when a shadow scorecard runs
-//! (`[shadow]`): its fold's state at the same cut. Readers that do not
-//! know it ignore it; a service with a shadow scorecard uses a snapshot
-//! only if it holds the shadow state of that scorecard.
+//! The pieces of a state, concatenated, are one `PartitionState`
+//! (Protobuf merges concatenated messages); framed, they are written as
+//! they are encoded and decoded as they are read, a block per core,
+//! without a pass to measure the state first or a buffer the size of the
+//! file ([`crate::codec::state::StateWriter`]). The checksum is verified
+//! when the last byte has been read, before the state is used.
 //!
-//! Format evolution: a file whose `version` is not [`VERSION`], or whose
+//! The shadow state is there only when a shadow scorecard runs
+//! (`[shadow]`): its fold's state at the same cut. A service with a
+//! shadow scorecard uses a snapshot only if it holds the shadow state of
+//! that scorecard; one without skips it.
+//!
+//! Format evolution (version 1 held the state unframed, after its length;
+//! version 2 frames it): a file whose `version` is not [`VERSION`], or whose
 //! state format or model id differs from this build's, is *rejected with a
 //! message* and recovery falls back to an older snapshot, then to a full
 //! replay of the log — never to empty state. The log is the source of
@@ -30,7 +40,7 @@
 //! correctness.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,8 +49,8 @@ use serde::Serialize;
 use crate::codec::state;
 use crate::core::{Model, Partition, ScorecardChange, Ts};
 
-/// Snapshot file format version.
-pub const VERSION: u32 = 1;
+/// Snapshot file format version (2: the states framed).
+pub const VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"VITALSNP";
 
 /// Why a snapshot could not be written or used.
@@ -68,6 +78,10 @@ pub enum SnapshotError {
     },
     #[error("snapshot state: {0}")]
     State(#[from] state::StateError),
+    #[error("snapshot has {0} bytes after its last state")]
+    Trailing(u64),
+    #[error("reading the snapshot: {0}")]
+    Read(std::io::Error),
     #[error("snapshot store {topic}{}: {source}", partition.map(|p| format!("[{p}]")).unwrap_or_default())]
     Kafka {
         topic: String,
@@ -135,9 +149,8 @@ pub fn encode_with_shadow(
     Writer::new(part, shadow, partition, next_offset, cursor, created_ms).to_vec()
 }
 
-/// A snapshot measured and ready to be streamed (to a file, say) without
-/// being held whole in memory: [`encode_with_shadow`]'s bytes, written in
-/// pieces.
+/// A snapshot ready to be streamed (to a file, say) without being held
+/// whole in memory: [`encode_with_shadow`]'s bytes, written in pieces.
 pub struct Writer<'a> {
     /// Everything before the state.
     head: Vec<u8>,
@@ -155,7 +168,6 @@ impl<'a> Writer<'a> {
         created_ms: i64,
     ) -> Self {
         let model = part.model.id.as_bytes();
-        let state = state::StateWriter::new(part);
         let mut b = Vec::with_capacity(128 + cursor.len());
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
@@ -173,62 +185,42 @@ impl<'a> Writer<'a> {
         b.extend_from_slice(cursor.as_bytes());
         b.extend_from_slice(&(model.len() as u32).to_le_bytes());
         b.extend_from_slice(model);
-        b.extend_from_slice(&(state.len() as u64).to_le_bytes());
         Writer {
             head: b,
-            state,
+            state: state::StateWriter::new(part),
             shadow: shadow.map(|sh| (&*sh.model.id, state::StateWriter::new(sh))),
         }
     }
 
-    /// Bytes [`Writer::write_to`] writes.
-    pub fn len(&self) -> usize {
-        let shadow = self
-            .shadow
-            .as_ref()
-            .map_or(0, |(id, st)| 4 + id.len() + 8 + st.len());
-        self.head.len() + self.state.len() + shadow + 8
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The whole snapshot in memory.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.len());
+        let mut b = Vec::new();
         // Writing to a `Vec` cannot fail.
         let _ = self.write_to(&mut b);
         b
     }
 
-    /// Streams the snapshot to `w`, checksumming as it goes.
-    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+    /// Streams the snapshot to `w`, checksumming as it goes; the bytes
+    /// written.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<u64> {
         let mut w = Summed {
             inner: w,
             sum: xxhash_rust::xxh3::Xxh3Default::new(),
             written: 0,
         };
         w.write_all(&self.head)?;
-        self.state.write_to(&mut w)?;
-        if let Some((id, st)) = &self.shadow {
-            w.write_all(&(id.len() as u32).to_le_bytes())?;
-            w.write_all(id.as_bytes())?;
-            w.write_all(&(st.len() as u64).to_le_bytes())?;
-            st.write_to(&mut w)?;
-        }
-        // The lengths in the file were measured before the states were
-        // written: a difference would be a bug in the encoder, and such a
-        // file must not get a valid checksum.
-        if w.written + 8 != self.len() as u64 {
-            return Err(std::io::Error::other(format!(
-                "snapshot encoder wrote {} bytes where it measured {}",
-                w.written + 8,
-                self.len()
-            )));
+        self.state.write_framed_to(&mut w)?;
+        match &self.shadow {
+            Some((id, st)) => {
+                w.write_all(&(id.len() as u32).to_le_bytes())?;
+                w.write_all(id.as_bytes())?;
+                st.write_framed_to(&mut w)?;
+            }
+            None => w.write_all(&0u32.to_le_bytes())?,
         }
         let sum = w.sum.digest();
-        w.inner.write_all(&sum.to_le_bytes())
+        w.inner.write_all(&sum.to_le_bytes())?;
+        Ok(w.written + 8)
     }
 }
 
@@ -252,91 +244,188 @@ impl<W: Write> Write for Summed<'_, W> {
     }
 }
 
-struct Rd<'a>(&'a [u8]);
+/// A snapshot being read: its body (all but the checksum) passes through
+/// the checksum as it is read.
+struct Src<R: Read> {
+    r: R,
+    sum: xxhash_rust::xxh3::Xxh3Default,
+    /// Bytes of the body not read yet.
+    left: u64,
+}
 
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SnapshotError> {
-        if self.0.len() < n {
+impl<R: Read> Src<R> {
+    fn exact<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], SnapshotError> {
+        let mut b = [0u8; N];
+        if (N as u64) > self.left {
             return Err(SnapshotError::Truncated(what));
         }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
+        self.r.read_exact(&mut b).map_err(|e| read_error(e, what))?;
+        self.sum.update(&b);
+        self.left -= N as u64;
+        Ok(b)
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.exact(what).map(u32::from_le_bytes)
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        self.exact(what).map(u64::from_le_bytes)
     }
     fn i64(&mut self, what: &'static str) -> Result<i64, SnapshotError> {
-        Ok(self.u64(what)? as i64)
+        self.exact(what).map(i64::from_le_bytes)
+    }
+    /// `n` bytes into `buf` (cleared first).
+    fn bytes(
+        &mut self,
+        n: u64,
+        buf: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), SnapshotError> {
+        buf.clear();
+        if n > self.left {
+            return Err(SnapshotError::Truncated(what));
+        }
+        // `take` grows the buffer with what arrives, never to a length
+        // the file claims but does not hold.
+        (&mut self.r)
+            .take(n)
+            .read_to_end(buf)
+            .map_err(|e| read_error(e, what))?;
+        if buf.len() as u64 != n {
+            return Err(SnapshotError::Truncated(what));
+        }
+        self.sum.update(buf);
+        self.left -= n;
+        Ok(())
     }
     fn str(&mut self, what: &'static str) -> Result<String, SnapshotError> {
-        let n = self.u32(what)? as usize;
-        Ok(String::from_utf8_lossy(self.take(n, what)?).into_owned())
+        let n = self.u32(what)?;
+        let mut b = Vec::new();
+        self.bytes(n.into(), &mut b, what)?;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+    /// The next frame of a state into `buf`; `false` at its end.
+    fn frame(&mut self, buf: &mut Vec<u8>) -> Result<bool, SnapshotError> {
+        let n = self.u32("state frame")?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.bytes(n.into(), buf, "state frame")?;
+        Ok(true)
+    }
+    /// Passes over a state's frames.
+    fn skip_state(&mut self) -> Result<(), SnapshotError> {
+        let mut buf = Vec::new();
+        while self.frame(&mut buf)? {}
+        Ok(())
+    }
+    /// Reads the rest of the body and the checksum: whether it matches.
+    fn checksum_matches(&mut self) -> Result<bool, SnapshotError> {
+        let mut buf = vec![0u8; 1 << 16];
+        while self.left > 0 {
+            let n = buf
+                .len()
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            self.r
+                .read_exact(&mut buf[..n])
+                .map_err(|e| read_error(e, "body"))?;
+            self.sum.update(&buf[..n]);
+            self.left -= n as u64;
+        }
+        let mut s = [0u8; 8];
+        self.r
+            .read_exact(&mut s)
+            .map_err(|e| read_error(e, "checksum"))?;
+        Ok(self.sum.digest() == u64::from_le_bytes(s))
     }
 }
 
-/// Checks magic, checksum and version; returns the metadata and the state
-/// bytes.
-pub fn parse(bytes: &[u8]) -> Result<(Meta, &[u8]), SnapshotError> {
-    parse_all(bytes).map(|(m, st, _)| (m, st))
+fn read_error(e: std::io::Error, what: &'static str) -> SnapshotError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        SnapshotError::Truncated(what)
+    } else {
+        SnapshotError::Read(e)
+    }
 }
 
-/// [`parse`], plus the shadow state's bytes when there are any.
-#[allow(clippy::type_complexity)]
-fn parse_all(bytes: &[u8]) -> Result<(Meta, &[u8], Option<&[u8]>), SnapshotError> {
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+/// Reads a snapshot of `size` bytes from `r`: the head, then `states`
+/// reads the states (and the shadow model id between them). The checksum
+/// is verified whatever happens: a file that does not match it is
+/// reported corrupt ([`SnapshotError::Checksum`]), whatever else is wrong
+/// with it.
+fn read<R: Read, T>(
+    r: R,
+    size: u64,
+    states: impl FnOnce(&mut Src<R>, &mut Meta) -> Result<T, SnapshotError>,
+) -> Result<(Meta, T), SnapshotError> {
+    let mut src = Src {
+        r,
+        sum: xxhash_rust::xxh3::Xxh3Default::new(),
+        left: size.saturating_sub(8),
+    };
+    if size < 16 || src.exact::<8>("magic").ok().as_ref() != Some(MAGIC) {
         return Err(SnapshotError::Magic);
     }
-    let (body, sum) = bytes.split_at(bytes.len() - 8);
-    let mut s = [0u8; 8];
-    s.copy_from_slice(sum);
-    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(s) {
-        return Err(SnapshotError::Checksum);
+    let got = head(&mut src).and_then(|mut meta| {
+        let t = states(&mut src, &mut meta)?;
+        Ok((meta, t))
+    });
+    let unread = src.left;
+    match (got, src.checksum_matches()) {
+        (_, Ok(false)) | (Err(SnapshotError::Truncated(_)), Err(_)) => Err(SnapshotError::Checksum),
+        (_, Err(e)) | (Err(e), Ok(true)) => Err(e),
+        (Ok(_), Ok(true)) if unread > 0 => Err(SnapshotError::Trailing(unread)),
+        (Ok(got), Ok(true)) => Ok(got),
     }
-    let mut r = Rd(&body[8..]);
-    let version = r.u32("version")?;
+}
+
+/// The fields before the state.
+fn head<R: Read>(src: &mut Src<R>) -> Result<Meta, SnapshotError> {
+    let version = src.u32("version")?;
     if version != VERSION {
         return Err(SnapshotError::Version { found: version });
     }
-    let partition = r.u32("partition")?;
-    let next_offset = r.i64("next_offset")?;
-    let created_ms = r.i64("created_ms")?;
-    let accounts = r.u64("accounts")?;
-    let wm = r.i64("watermark")?;
-    let cursor = r.str("cursor")?;
-    let model = r.str("model")?;
-    let n = usize::try_from(r.u64("state_len")?).map_err(|_| SnapshotError::Truncated("state"))?;
-    let st = r.take(n, "state")?;
-    let (shadow_model, shadow) = if r.0.is_empty() {
-        (None, None)
-    } else {
-        let id = r.str("shadow_model")?;
-        let n = usize::try_from(r.u64("shadow_len")?)
-            .map_err(|_| SnapshotError::Truncated("shadow"))?;
-        (Some(id), Some(r.take(n, "shadow")?))
-    };
-    Ok((
-        Meta {
-            version,
-            partition,
-            next_offset,
-            created_ms,
-            accounts,
-            watermark: (wm != Ts::MIN).then_some(wm),
-            cursor,
-            model,
-            shadow_model,
-        },
-        st,
-        shadow,
-    ))
+    let partition = src.u32("partition")?;
+    let next_offset = src.i64("next_offset")?;
+    let created_ms = src.i64("created_ms")?;
+    let accounts = src.u64("accounts")?;
+    let wm = src.i64("watermark")?;
+    Ok(Meta {
+        version,
+        partition,
+        next_offset,
+        created_ms,
+        accounts,
+        watermark: (wm != Ts::MIN).then_some(wm),
+        cursor: src.str("cursor")?,
+        model: src.str("model")?,
+        shadow_model: None,
+    })
+}
+
+/// Reads the shadow model id that follows the live state into `meta`.
+fn shadow_id<R: Read>(src: &mut Src<R>, meta: &mut Meta) -> Result<(), SnapshotError> {
+    let id = src.str("shadow_model")?;
+    meta.shadow_model = (!id.is_empty()).then_some(id);
+    Ok(())
+}
+
+/// Checks a snapshot (magic, version, framing, checksum) and returns its
+/// metadata, decoding nothing.
+pub fn parse(bytes: &[u8]) -> Result<Meta, SnapshotError> {
+    parse_from(bytes, bytes.len() as u64)
+}
+
+/// [`parse`] of a snapshot of `size` bytes read from `r`.
+pub fn parse_from(r: impl Read, size: u64) -> Result<Meta, SnapshotError> {
+    read(r, size, |src, meta| {
+        src.skip_state()?;
+        shadow_id(src, meta)?;
+        if meta.shadow_model.is_some() {
+            src.skip_state()?;
+        }
+        Ok(())
+    })
+    .map(|(m, ())| m)
 }
 
 /// Decodes a snapshot into the partition state to fold on with `model`.
@@ -351,35 +440,75 @@ pub fn decode_with_shadow(
     model: Arc<Model>,
     shadow: Option<Arc<Model>>,
 ) -> Result<(Meta, Partition, Option<Partition>), SnapshotError> {
-    let (meta, st, shadow_st) = parse_all(bytes)?;
-    if meta.model != *model.id {
-        return Err(SnapshotError::Model {
-            found: meta.model,
-            expected: model.id.to_string(),
-        });
-    }
-    let shadow = match (shadow, shadow_st) {
-        (None, _) => None,
-        (Some(m), Some(st)) if meta.shadow_model.as_deref() == Some(&*m.id) => {
-            Some(state::decode(st, m)?)
+    read_from(bytes, bytes.len() as u64, model, shadow)
+}
+
+/// [`decode_with_shadow`] of a snapshot of `size` bytes read from `r`,
+/// decoded as it is read (a store's [`SnapshotStore::open`]).
+pub fn read_from(
+    r: impl Read,
+    size: u64,
+    model: Arc<Model>,
+    shadow: Option<Arc<Model>>,
+) -> Result<(Meta, Partition, Option<Partition>), SnapshotError> {
+    read(r, size, |src, meta| {
+        if meta.model != *model.id {
+            return Err(SnapshotError::Model {
+                found: meta.model.clone(),
+                expected: model.id.to_string(),
+            });
         }
-        (Some(m), _) => {
-            return Err(SnapshotError::Shadow {
-                found: meta.shadow_model.clone(),
-                expected: m.id.to_string(),
-            })
-        }
-    };
-    let part = state::decode(st, model)?;
-    Ok((meta, part, shadow))
+        let part = state::decode_framed(model, meta.accounts, |b| src.frame(b))?;
+        shadow_id(src, meta)?;
+        let shadow = match shadow {
+            Some(m) if meta.shadow_model.as_deref() == Some(&*m.id) => {
+                Some(state::decode_framed(m, meta.accounts, |b| src.frame(b))?)
+            }
+            Some(m) => {
+                return Err(SnapshotError::Shadow {
+                    found: meta.shadow_model.clone(),
+                    expected: m.id.to_string(),
+                })
+            }
+            None => {
+                if meta.shadow_model.is_some() {
+                    src.skip_state()?;
+                }
+                None
+            }
+        };
+        Ok((part, shadow))
+    })
+    .map(|(m, (p, sh))| (m, p, sh))
 }
 
 /// The scorecard changes recorded in a valid snapshot, whatever model it
 /// was folded with: a partition rebuilt from the log after a config change
 /// keeps the marks of the changes before it.
 pub fn scorecard_changes(bytes: &[u8]) -> Result<Vec<ScorecardChange>, SnapshotError> {
-    let (_, st, _) = parse_all(bytes)?;
-    Ok(state::scorecard_changes(st)?)
+    scorecard_changes_from(bytes, bytes.len() as u64)
+}
+
+/// [`scorecard_changes`] of a snapshot of `size` bytes read from `r`
+/// (only the live state's first frame is decoded).
+pub fn scorecard_changes_from(
+    r: impl Read,
+    size: u64,
+) -> Result<Vec<ScorecardChange>, SnapshotError> {
+    read(r, size, |src, meta| {
+        let mut header = Vec::new();
+        if !src.frame(&mut header)? {
+            return Err(state::StateError::Malformed("state header").into());
+        }
+        let changes = state::scorecard_changes(&header)?;
+        src.skip_state()?;
+        shadow_id(src, meta)?;
+        if meta.shadow_model.is_some() {
+            src.skip_state()?;
+        }
+        Ok(changes)
+    })
+    .map(|(_, c)| c)
 }
 
 /// Where snapshots live. One small interface: the directory store below
@@ -402,6 +531,14 @@ pub trait SnapshotStore: Send + Sync {
     /// The partition's snapshots, newest (highest offset) first.
     fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError>;
     fn get(&self, partition: u32, name: &str) -> Result<Vec<u8>, SnapshotError>;
+    /// A snapshot to be read as a stream ([`read_from`]), and its size. A
+    /// store that can streams it (the directory store does); the default
+    /// reads it whole with [`SnapshotStore::get`].
+    fn open(&self, partition: u32, name: &str) -> Result<(Box<dyn Read + '_>, u64), SnapshotError> {
+        let b = self.get(partition, name)?;
+        let n = b.len() as u64;
+        Ok((Box::new(std::io::Cursor::new(b)), n))
+    }
     /// Deletes all but the newest `keep`.
     fn retain(&self, partition: u32, keep: usize) -> Result<(), SnapshotError>;
 }
@@ -421,37 +558,41 @@ impl DirStore {
     }
 
     /// Writes a snapshot file atomically: a temporary file, fsync, rename,
-    /// fsync of the directory.
-    fn write_file(
+    /// fsync of the directory. Its name, and what `write` returned.
+    fn write_file<T>(
         &self,
         partition: u32,
         next_offset: i64,
-        write: impl FnOnce(&mut File) -> std::io::Result<()>,
-    ) -> Result<String, SnapshotError> {
+        write: impl FnOnce(&mut File) -> std::io::Result<T>,
+    ) -> Result<(String, T), SnapshotError> {
         let d = self.part_dir(partition);
         io(&d, fs::create_dir_all(&d))?;
         let name = format!("{next_offset:020}.snap");
         let tmp = d.join(format!(".{name}.tmp"));
         let mut f = io(&tmp, File::create(&tmp))?;
-        if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
-            // A partial file (a full disk, say) would stay forever: `list`
-            // and `retain` pass over temporary files.
-            drop(f);
-            let _ = fs::remove_file(&tmp);
-            return io(&tmp, Err(e));
-        }
+        let t = match write(&mut f).and_then(|t| f.sync_all().map(|()| t)) {
+            Ok(t) => t,
+            Err(e) => {
+                // A partial file (a full disk, say) would stay forever:
+                // `list` and `retain` pass over temporary files.
+                drop(f);
+                let _ = fs::remove_file(&tmp);
+                return io(&tmp, Err(e));
+            }
+        };
         drop(f);
         let path = d.join(&name);
         io(&path, fs::rename(&tmp, &path))?;
         // The rename itself is durable once the directory is synced.
         io(&d, File::open(&d).and_then(|f| f.sync_all()))?;
-        Ok(name)
+        Ok((name, t))
     }
 }
 
 impl SnapshotStore for DirStore {
     fn put(&self, partition: u32, next_offset: i64, bytes: &[u8]) -> Result<String, SnapshotError> {
         self.write_file(partition, next_offset, |f| f.write_all(bytes))
+            .map(|(name, ())| name)
     }
 
     fn put_from(
@@ -460,12 +601,12 @@ impl SnapshotStore for DirStore {
         next_offset: i64,
         snap: &Writer<'_>,
     ) -> Result<(String, u64), SnapshotError> {
-        let name = self.write_file(partition, next_offset, |f| {
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-            snap.write_to(&mut w)?;
-            w.flush()
-        })?;
-        Ok((name, snap.len() as u64))
+        self.write_file(partition, next_offset, |f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, Flushing::new(f));
+            let n = snap.write_to(&mut w)?;
+            w.flush()?;
+            Ok(n)
+        })
     }
 
     fn list(&self, partition: u32) -> Result<Vec<String>, SnapshotError> {
@@ -489,6 +630,16 @@ impl SnapshotStore for DirStore {
         io(&p, fs::read(&p))
     }
 
+    fn open(&self, partition: u32, name: &str) -> Result<(Box<dyn Read + '_>, u64), SnapshotError> {
+        let p = self.part_dir(partition).join(name);
+        let f = io(&p, File::open(&p))?;
+        let size = io(&p, f.metadata())?.len();
+        Ok((
+            Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+            size,
+        ))
+    }
+
     fn retain(&self, partition: u32, keep: usize) -> Result<(), SnapshotError> {
         for name in self.list(partition)?.into_iter().skip(keep.max(1)) {
             let p = self.part_dir(partition).join(name);
@@ -497,6 +648,65 @@ impl SnapshotStore for DirStore {
         Ok(())
     }
 }
+
+/// A file being written whose pages are handed to the disk as they fill,
+/// so that the fsync at the end waits for the last few megabytes instead
+/// of the whole file: writing back 470 MB takes 0.2–1.3 s on this
+/// project's VMs, and overlapped with encoding it mostly disappears.
+struct Flushing<'f> {
+    f: &'f mut File,
+    /// Bytes written and not yet handed over, from offset `at`.
+    pending: u64,
+    at: u64,
+}
+
+impl<'f> Flushing<'f> {
+    /// Bytes gathered before they are handed to the disk.
+    const EVERY: u64 = 8 << 20;
+
+    fn new(f: &'f mut File) -> Self {
+        Flushing {
+            f,
+            pending: 0,
+            at: 0,
+        }
+    }
+}
+
+impl Write for Flushing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.f.write(buf)?;
+        self.pending += n as u64;
+        if self.pending >= Self::EVERY {
+            start_writeback(self.f, self.at, self.pending);
+            self.at += self.pending;
+            self.pending = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
+}
+
+/// Starts writing `len` bytes of `f` from `offset` back to the disk,
+/// without waiting for them. Errors are left to the fsync that follows.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor for the call's duration; the call
+    // reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
 
 /// What `vitals snapshot inspect` prints.
 #[derive(Debug, Serialize)]
@@ -511,22 +721,30 @@ pub struct Inspection {
 
 /// Reads a snapshot file's metadata and checks it.
 pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
-    let bytes = io(path, fs::read(path))?;
-    Ok(inspect_bytes(path.display().to_string(), &bytes))
+    let f = io(path, File::open(path))?;
+    let size = io(path, f.metadata())?.len();
+    let r = parse_from(std::io::BufReader::with_capacity(1 << 20, f), size);
+    Ok(inspection(path.display().to_string(), size, r))
 }
 
 /// A snapshot's metadata and checks, from its bytes (`path` names it:
 /// a file, or a store's snapshot).
 pub fn inspect_bytes(path: String, bytes: &[u8]) -> Inspection {
-    let (meta, error) = match parse(bytes) {
-        Ok((m, _)) => (Some(m), None),
-        Err(e) => (None, Some(e.to_string())),
+    inspection(path, bytes.len() as u64, parse(bytes))
+}
+
+/// What `vitals snapshot inspect` prints of a snapshot that could not be
+/// read or parsed.
+pub fn inspection(path: String, size_bytes: u64, r: Result<Meta, SnapshotError>) -> Inspection {
+    let (meta, error) = match r {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e)),
     };
     Inspection {
         path,
-        size_bytes: bytes.len() as u64,
-        checksum_ok: !matches!(error.as_deref(), Some(e) if e.starts_with("checksum")),
-        error,
+        size_bytes,
+        checksum_ok: !matches!(error, Some(SnapshotError::Checksum)),
+        error: error.map(|e| e.to_string()),
         meta,
     }
 }

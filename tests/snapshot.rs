@@ -110,9 +110,12 @@ fn with_version(bytes: &[u8], v: u32) -> Vec<u8> {
 fn another_format_version_or_model_is_rejected_with_a_clear_message() {
     let p = folded();
     let bytes = snapshot::encode(&p, 0, 10, "", 0);
-    let err = snapshot::decode(&with_version(&bytes, 0), p.model.clone()).unwrap_err();
-    assert!(matches!(err, SnapshotError::Version { found: 0 }));
-    assert!(err.to_string().contains("rebuilt from the log"), "{err}");
+    // Version 1 (the state unframed) is refused like any other version.
+    for v in [0, 1, VERSION + 1] {
+        let err = snapshot::decode(&with_version(&bytes, v), p.model.clone()).unwrap_err();
+        assert!(matches!(err, SnapshotError::Version { found } if found == v));
+        assert!(err.to_string().contains("rebuilt from the log"), "{err}");
+    }
     let other = ModelConfig {
         version: "other".into(),
         ..Default::default()
@@ -136,11 +139,43 @@ fn a_streamed_snapshot_is_the_encoded_one() {
         let encoded = snapshot::encode_with_shadow(&p, shadow, 4, 900, "5;;", 1_700_000_000_000);
         assert_eq!(file, encoded);
         assert_eq!(size as usize, file.len());
-        assert_eq!(w.len(), file.len());
         let (meta, back) = snapshot::decode(&file, p.model.clone()).expect("decodes");
         assert_eq!(back, p);
         assert_eq!(meta.shadow_model.is_some(), shadow.is_some());
+        // Read from the file as it is decoded, the shadow state too.
+        let (r, n) = store.open(4, &name).expect("opens");
+        assert_eq!(n as usize, file.len());
+        let (meta, back, sh) =
+            snapshot::read_from(r, n, p.model.clone(), shadow.map(|s| s.model.clone()))
+                .expect("reads");
+        assert_eq!(back, p);
+        assert_eq!(sh.as_ref(), shadow);
+        assert_eq!(meta.accounts, 40);
+        assert_eq!(snapshot::parse(&file).expect("parses"), meta);
     }
+}
+
+/// Bytes after the last state, under a valid checksum, are refused; so
+/// is a shadow state for another scorecard than the one configured.
+#[test]
+fn trailing_bytes_and_a_foreign_shadow_are_refused() {
+    let p = folded();
+    let bytes = snapshot::encode(&p, 0, 10, "", 0);
+    let mut b = bytes[..bytes.len() - 8].to_vec();
+    b.extend_from_slice(b"xyz");
+    let sum = xxhash_rust::xxh3::xxh3_64(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    let err = snapshot::decode(&b, p.model.clone()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Trailing(3)), "{err}");
+    let other = Arc::new(Model::new(ModelConfig {
+        version: "other".into(),
+        ..Default::default()
+    }));
+    let err = snapshot::decode_with_shadow(&bytes, p.model.clone(), Some(other)).unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::Shadow { found: None, .. }),
+        "{err}"
+    );
 }
 
 #[test]

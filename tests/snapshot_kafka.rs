@@ -363,9 +363,7 @@ fn an_instance_with_an_empty_disk_restores_from_the_kafka_store() {
             !names.is_empty() && names.len() <= 2,
             "p{p}: keep = 2: {names:?}"
         );
-        let meta = snapshot::parse(&store.get(p, &names[0]).unwrap())
-            .unwrap()
-            .0;
+        let meta = snapshot::parse(&store.get(p, &names[0]).unwrap()).unwrap();
         assert_eq!(meta.partition, p);
         assert_eq!(
             meta.next_offset,

@@ -21,7 +21,7 @@ use crate::core::interventions::{
 };
 use crate::core::monitor::{Cohort, Monitor};
 use crate::core::partition::{
-    Dedup, Labels, Model, Partition, PortfolioMonths, ScorecardChange, Stats,
+    account_hash, Dedup, Labels, Model, Partition, PortfolioMonths, ScorecardChange, Stats,
     SCORECARD_CHANGES_KEPT,
 };
 use crate::core::portfolio::MonthFlows;
@@ -539,10 +539,9 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
 
 /// Encodes a partition's whole state.
 pub fn encode(p: &Partition) -> Vec<u8> {
-    let w = StateWriter::new(p);
-    let mut out = Vec::with_capacity(w.len());
+    let mut out = Vec::new();
     // Writing to a `Vec` cannot fail.
-    let _ = w.write_to(&mut out);
+    let _ = StateWriter::new(p).write_to(&mut out);
     out
 }
 
@@ -566,24 +565,23 @@ fn threads_for(accounts: usize) -> usize {
 /// Accounts per block of a streamed state (about 2 MB of encoded accounts).
 const BLOCK: usize = 4096;
 
-/// A partition's state, measured and ready to be streamed to a file: a
-/// `PartitionState` whose accounts follow its other fields (Protobuf allows
-/// any field order; the bytes are the same for the same state, whatever
-/// the thread count).
+/// A partition's state, ready to be streamed to a file in pieces: first
+/// every field but the accounts, then the accounts in blocks of [`BLOCK`].
+/// Each piece is itself an encoded `PartitionState` (Protobuf merges
+/// concatenated messages, repeated fields appended), so the pieces one
+/// after the other are the state ([`StateWriter::write_to`]), and a framed
+/// stream of them ([`StateWriter::write_framed_to`]) can be decoded a
+/// block at a time, on several threads ([`decode_framed`]). The bytes are
+/// the same for the same state, whatever the thread count.
 ///
 /// Accounts are written from one reused scratch message instead of a
-/// million `AccountState` values built first, in blocks of [`BLOCK`] that a
-/// large partition encodes on all cores and the writer writes in order, so
-/// the state is never held whole in memory. Fresh memory is expensive to
-/// touch the first time (about 3 ms per MB on this project's VMs,
-/// BENCHMARKS.md "Snapshots"), and a 1M-account state is 470 MB; the
-/// blocks' buffers are reused.
+/// million `AccountState` values built first; a large partition's blocks
+/// are encoded on all cores and written in order through reused buffers,
+/// so the state is never held whole in memory. Fresh memory is expensive
+/// to touch the first time (about 3 ms per MB on this project's VMs,
+/// BENCHMARKS.md "Snapshots"), and a 1M-account state is 470 MB.
 pub struct StateWriter<'a> {
     p: &'a Partition,
-    /// Every field but the accounts, encoded.
-    header: Vec<u8>,
-    /// Encoded bytes of the accounts (measured in a first pass).
-    accounts_len: usize,
     threads: usize,
     /// Accounts per block ([`BLOCK`]; smaller in tests).
     block: usize,
@@ -595,37 +593,35 @@ impl<'a> StateWriter<'a> {
     }
 
     fn on(p: &'a Partition, threads: usize, block: usize) -> Self {
-        let header = self::header(p).encode_to_vec();
-        let n = p.accounts.len();
-        let per = n.div_ceil(threads.max(1));
-        let ranges: Vec<Range<usize>> = (0..threads.max(1))
-            .map(|t| (t * per).min(n)..((t + 1) * per).min(n))
-            .collect();
-        let accounts_len = in_parallel(&ranges, |r| encoded_size(p, r.clone()))
-            .into_iter()
-            .sum();
         StateWriter {
             p,
-            header,
-            accounts_len,
-            threads,
+            threads: threads.max(1),
             block: block.max(1),
         }
     }
 
-    /// Bytes [`StateWriter::write_to`] writes.
-    pub fn len(&self) -> usize {
-        self.header.len() + self.accounts_len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Streams the state to `w`.
+    /// Streams the state, its pieces back to back: one `PartitionState`.
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        self.pieces(|piece| w.write_all(piece))
+    }
+
+    /// Streams the state as frames: each piece as `length u32 (little
+    /// endian) | piece`, the header first, then a frame of length 0.
+    pub fn write_framed_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        self.pieces(|piece| {
+            let n = u32::try_from(piece.len())
+                .map_err(|_| std::io::Error::other("a state block exceeds 4 GiB"))?;
+            w.write_all(&n.to_le_bytes())?;
+            w.write_all(piece)
+        })?;
+        w.write_all(&0u32.to_le_bytes())
+    }
+
+    /// Hands the state's pieces to `sink` in order: the header, then the
+    /// blocks of accounts (none when there are no accounts).
+    fn pieces(&self, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
         let p = self.p;
-        w.write_all(&self.header)?;
+        sink(&header(p).encode_to_vec())?;
         let n = p.accounts.len();
         let size = self.block;
         let blocks = n.div_ceil(size);
@@ -636,7 +632,7 @@ impl<'a> StateWriter<'a> {
             for b in 0..blocks {
                 buf.clear();
                 encode_accounts(p, block(b), &mut buf);
-                w.write_all(&buf)?;
+                sink(&buf)?;
             }
             return Ok(());
         }
@@ -669,7 +665,7 @@ impl<'a> StateWriter<'a> {
                 let buf = encoded[t]
                     .recv()
                     .map_err(|_| std::io::Error::other("a state encoder thread failed"))?;
-                w.write_all(&buf)?;
+                sink(&buf)?;
                 let _ = spare[t].send(buf);
             }
             Ok(())
@@ -691,17 +687,6 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
-}
-
-/// Bytes [`encode_accounts`] writes for `range`.
-fn encoded_size(p: &Partition, range: Range<usize>) -> usize {
-    let mut s = pb::AccountState::default();
-    let mut total = 0;
-    for i in range {
-        account_into(&p.accounts[i], &mut s);
-        total += prost::encoding::message::encoded_len(ACCOUNTS_FIELD, &s);
-    }
-    total
 }
 
 /// Appends the accounts of `range` as `accounts` fields.
@@ -936,31 +921,85 @@ fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
     Ok((header, accounts))
 }
 
+/// Accounts decoded in order, with the hashes of their ids (the
+/// partition's index is built from them without touching each account
+/// again).
+#[derive(Default)]
+struct Decoded {
+    accounts: Vec<Arc<Account>>,
+    hashes: Vec<u64>,
+}
+
+impl Decoded {
+    /// Decodes one account's message (into the reused scratch `s`).
+    fn push(
+        &mut self,
+        message: &[u8],
+        s: &mut pb::AccountState,
+        cards: usize,
+    ) -> Result<(), StateError> {
+        s.clear();
+        s.merge(message)?;
+        let a = account_from(s, cards)?;
+        self.hashes.push(account_hash(&a.id));
+        self.accounts.push(Arc::new(a));
+        Ok(())
+    }
+
+    fn append(&mut self, mut o: Decoded) {
+        self.accounts.append(&mut o.accounts);
+        self.hashes.append(&mut o.hashes);
+    }
+}
+
 /// Decodes the accounts' messages in order, a large partition's on several
 /// threads (contiguous ranges, joined in order).
 fn decode_accounts(
     messages: &[&[u8]],
     cards: usize,
     threads: usize,
-) -> Result<Accounts, StateError> {
-    fn range(messages: &[&[u8]], cards: usize) -> Result<Vec<Arc<Account>>, StateError> {
+) -> Result<Decoded, StateError> {
+    fn range(messages: &[&[u8]], cards: usize) -> Result<Decoded, StateError> {
         let mut s = pb::AccountState::default();
-        let mut out = Vec::with_capacity(messages.len());
+        let mut out = Decoded::default();
         for m in messages {
-            s.clear();
-            s.merge(*m)?;
-            out.push(Arc::new(account_from(&s, cards)?));
+            out.push(m, &mut s, cards)?;
         }
         Ok(out)
     }
     if threads <= 1 || messages.is_empty() {
-        return Ok(range(messages, cards)?.into_iter().collect());
+        return range(messages, cards);
     }
     let chunks: Vec<&[&[u8]]> = messages.chunks(messages.len().div_ceil(threads)).collect();
-    let parts = in_parallel(&chunks, |c| range(c, cards))
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(parts.into_iter().flatten().collect())
+    let mut all = Decoded::default();
+    for part in in_parallel(&chunks, |c| range(c, cards)) {
+        all.append(part?);
+    }
+    Ok(all)
+}
+
+/// Decodes one block of a framed state: `accounts` fields and nothing else.
+fn decode_block(
+    mut buf: &[u8],
+    s: &mut pb::AccountState,
+    cards: usize,
+    out: &mut Decoded,
+) -> Result<(), StateError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf)?;
+        if tag != ACCOUNTS_FIELD || wire != WireType::LengthDelimited {
+            return Err(StateError::Malformed("accounts block"));
+        }
+        let len = decode_varint(&mut buf)?;
+        if len > buf.len() as u64 {
+            return Err(StateError::Malformed("accounts"));
+        }
+        let (message, rest) = buf.split_at(len as usize);
+        out.push(message, s, cards)?;
+        buf = rest;
+    }
+    Ok(())
 }
 
 /// Decodes a partition's state, to be folded on with `model`.
@@ -978,8 +1017,114 @@ fn decode_on(
     let (header, account_bytes) = split_accounts(bytes)?;
     let threads = threads.unwrap_or_else(|| threads_for(account_bytes.len()));
     let s = pb::PartitionState::decode(&header[..])?;
+    let accounts = decode_accounts(&account_bytes, model.cards.len(), threads)?;
+    assemble(s, accounts, model)
+}
+
+/// Decodes a state written by [`StateWriter::write_framed_to`] as it is
+/// read: `next` fills its buffer with the next frame and returns `false`
+/// at the frame of length 0. A large state's blocks (`accounts` is the
+/// count the snapshot announces) are decoded on all cores while `next`
+/// reads on, into reused buffers: the state is never held whole in memory.
+pub fn decode_framed<E: From<StateError>>(
+    model: Arc<Model>,
+    accounts: u64,
+    next: impl FnMut(&mut Vec<u8>) -> Result<bool, E>,
+) -> Result<Partition, E> {
+    let accounts = usize::try_from(accounts).unwrap_or(usize::MAX);
+    decode_framed_on(model, threads_for(accounts), next)
+}
+
+fn decode_framed_on<E: From<StateError>>(
+    model: Arc<Model>,
+    threads: usize,
+    mut next: impl FnMut(&mut Vec<u8>) -> Result<bool, E>,
+) -> Result<Partition, E> {
+    let mut header = Vec::new();
+    if !next(&mut header)? {
+        return Err(StateError::Malformed("state header").into());
+    }
+    let header = || pb::PartitionState::decode(&header[..]).map_err(StateError::from);
+    let cards = model.cards.len();
+    if threads <= 1 {
+        let mut s = pb::AccountState::default();
+        let mut all = Decoded::default();
+        let mut buf = Vec::new();
+        while next(&mut buf)? {
+            decode_block(&buf, &mut s, cards, &mut all)?;
+        }
+        return Ok(assemble(header()?, all, model)?);
+    }
+    // Block b goes to thread b % threads; the results are joined in
+    // order. Buffers come back to be reused; at most three per thread are
+    // in flight.
+    let (s, all) = std::thread::scope(|sc| -> Result<_, E> {
+        let (spare, reuse) = mpsc::channel::<Vec<u8>>();
+        let mut work = Vec::with_capacity(threads);
+        let mut done = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+            let (dtx, drx) = mpsc::channel::<Result<Decoded, StateError>>();
+            let spare = spare.clone();
+            sc.spawn(move || {
+                let mut s = pb::AccountState::default();
+                for buf in rx {
+                    let mut d = Decoded {
+                        accounts: Vec::with_capacity(BLOCK),
+                        hashes: Vec::with_capacity(BLOCK),
+                    };
+                    let r = decode_block(&buf, &mut s, cards, &mut d).map(|()| d);
+                    let failed = r.is_err();
+                    let _ = spare.send(buf);
+                    if dtx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            work.push(tx);
+            done.push(drx);
+        }
+        let mut blocks = 0;
+        loop {
+            let mut buf = reuse.try_recv().unwrap_or_default();
+            if !next(&mut buf)? {
+                break;
+            }
+            // A thread that stopped has sent the error it stopped on,
+            // which the join below returns.
+            if work[blocks % threads].send(buf).is_err() {
+                break;
+            }
+            blocks += 1;
+        }
+        drop(work);
+        let s = header()?;
+        let mut all = Decoded::default();
+        for b in 0..blocks {
+            // A closed channel: the thread failed on an earlier block of
+            // its own (returned above) or panicked (re-raised by the scope).
+            let d = done[b % threads]
+                .recv()
+                .map_err(|_| StateError::Malformed("accounts"))??;
+            all.append(d);
+        }
+        Ok((s, all))
+    })?;
+    Ok(assemble(s, all, model)?)
+}
+
+/// The partition of a decoded header (every field but the accounts) and
+/// its decoded accounts.
+fn assemble(
+    s: pb::PartitionState,
+    decoded: Decoded,
+    model: Arc<Model>,
+) -> Result<Partition, StateError> {
     if s.format != FORMAT {
         return Err(StateError::Format { found: s.format });
+    }
+    if !s.accounts.is_empty() {
+        return Err(StateError::Malformed("accounts"));
     }
     same_len(&[s.dedup_key.len(), s.dedup_time.len()], "dedup")?;
     ts_or_never(s.max_time, "max_time")?;
@@ -1032,7 +1177,8 @@ fn decode_on(
     stats.at_risk_suppressed_by_cooldown = m[9];
     stats.rescore_skipped = m[10];
     let dedup = Dedup::from_order(s.dedup_key.into_iter().zip(s.dedup_time).collect());
-    let accounts = decode_accounts(&account_bytes, model.cards.len(), threads)?;
+    let Decoded { accounts, hashes } = decoded;
+    let accounts: Accounts = accounts.into_iter().collect();
     for r in &s.portfolio_months {
         day(r.month, "portfolio_months.month")?;
         counts(
@@ -1125,6 +1271,7 @@ fn decode_on(
     let mut part = Partition::from_parts(
         model,
         accounts,
+        &hashes,
         Labels::from_names(s.labels.into_iter().map(Into::into).collect()),
         dedup,
         s.max_time,
@@ -1160,19 +1307,68 @@ mod tests {
         }) {
             p.apply(&ev, &mut out);
         }
-        let streamed = |threads: usize| {
+        let streamed = |threads: usize, framed: bool| {
             let w = StateWriter::on(&p, threads, 7);
             let mut out = Vec::new();
-            w.write_to(&mut out).expect("writes");
-            assert_eq!(out.len(), w.len(), "the measured length");
+            if framed {
+                w.write_framed_to(&mut out).expect("writes");
+            } else {
+                w.write_to(&mut out).expect("writes");
+            }
             out
         };
-        let one = streamed(1);
+        let one = streamed(1, false);
         assert_eq!(encode(&p), one);
-        for threads in [2, 3, 7] {
-            assert_eq!(streamed(threads), one, "{threads} threads");
+        let framed = streamed(1, true);
+        // Frames of blocks of 7 accounts, the header first, then a 0.
+        let mut frames = Vec::new();
+        let mut rest = &framed[..];
+        loop {
+            let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            rest = &rest[4..];
+            if n == 0 {
+                break;
+            }
+            frames.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(frames.len(), 1 + 300usize.div_ceil(7));
+        assert_eq!(frames.concat(), one, "the frames are the state's pieces");
+        for threads in [1, 2, 3, 7] {
+            assert_eq!(streamed(threads, false), one, "{threads} threads");
+            assert_eq!(streamed(threads, true), framed, "{threads} threads, framed");
             let back = decode_on(&one, Arc::clone(&model), Some(threads)).expect("decodes");
             assert!(back == p, "decoded on {threads} threads");
+            let mut next = frames.iter();
+            let back = decode_framed_on(Arc::clone(&model), threads, |buf: &mut Vec<u8>| {
+                Ok::<_, StateError>(next.next().map(|f| *buf = f.to_vec()).is_some())
+            })
+            .expect("decodes framed");
+            assert!(back == p, "framed, decoded on {threads} threads");
+        }
+        // A block holding anything but accounts is refused, on any thread.
+        for threads in [1, 2] {
+            let mut next = frames.iter().enumerate();
+            let err = decode_framed_on(Arc::clone(&model), threads, |buf: &mut Vec<u8>| {
+                Ok::<_, StateError>(
+                    next.next()
+                        .map(|(i, f)| {
+                            *buf = if i == 20 {
+                                frames[0].to_vec()
+                            } else {
+                                f.to_vec()
+                            }
+                        })
+                        .is_some(),
+                )
+            })
+            .map(drop)
+            .expect_err("a header where a block belongs");
+            assert!(
+                matches!(err, StateError::Malformed("accounts block")),
+                "{err}"
+            );
         }
         // The accounts first, then the other fields: as an older encoder
         // might have written them.

@@ -312,7 +312,8 @@ impl PartialEq for Partition {
     }
 }
 
-fn account_hash(id: &str) -> u64 {
+/// The hash of an account id in the partition's index.
+pub(crate) fn account_hash(id: &str) -> u64 {
     hash64(id)
 }
 
@@ -357,11 +358,13 @@ impl Partition {
     /// Rebuilds a partition from restored parts (snapshot restore). The
     /// portfolio's current aggregates are rebuilt from the accounts (they
     /// are a function of them); its monthly flows and the interventions
-    /// come from the snapshot.
+    /// come from the snapshot. `hashes[i]` is [`account_hash`] of account
+    /// `i`'s id.
     #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         model: Arc<Model>,
         accounts: Accounts,
+        hashes: &[u64],
         labels: Labels,
         dedup: Dedup,
         max_time: Ts,
@@ -387,14 +390,25 @@ impl Partition {
         p.max_time = max_time;
         p.stats = stats;
         p.accounts = accounts;
-        p.queued = vec![Ts::MAX; p.accounts.len()];
-        for idx in 0..p.accounts.len() {
-            let h = account_hash(&p.accounts[idx].id);
-            let accs = &p.accounts;
-            p.index
-                .insert_unique(h, idx as u32, |&i| account_hash(&accs[i as usize].id));
-            p.schedule(idx);
+        let n = p.accounts.len();
+        debug_assert_eq!(hashes.len(), n);
+        // The index sized once (growing it would rehash every id again),
+        // and the timer queue built in one pass.
+        let accs = &p.accounts;
+        let rehash = |&i: &u32| account_hash(&accs[i as usize].id);
+        p.index.reserve(n, rehash);
+        for (idx, &h) in hashes.iter().enumerate().take(n) {
+            p.index.insert_unique(h, idx as u32, rehash);
         }
+        p.queued = vec![Ts::MAX; n];
+        let mut timers = Vec::new();
+        for (idx, a) in p.accounts.iter().enumerate() {
+            if a.timer_due != NEVER && a.timer_due < Ts::MAX {
+                timers.push(Reverse((a.timer_due, idx as u32)));
+                p.queued[idx] = a.timer_due;
+            }
+        }
+        p.timers = BinaryHeap::from(timers);
         p
     }
 

@@ -1621,19 +1621,18 @@ impl Worker {
                 warn!(partition = p, error = %e, "cannot list snapshots; rebuilding from the log");
                 Vec::new()
             }) {
-                let loaded = store.get(p, &name).and_then(|b| {
-                    let r = snapshot::decode_with_shadow(
-                        &b,
-                        shared.model.clone(),
-                        shared.shadow.clone(),
-                    );
-                    if matches!(r, Err(snapshot::SnapshotError::Model { .. }))
-                        && earlier_changes.is_none()
-                    {
-                        earlier_changes = snapshot::scorecard_changes(&b).ok();
-                    }
-                    r
+                // Read as it is decoded, a block per core.
+                let loaded = store.open(p, &name).and_then(|(r, size)| {
+                    snapshot::read_from(r, size, shared.model.clone(), shared.shadow.clone())
                 });
+                if matches!(loaded, Err(snapshot::SnapshotError::Model { .. }))
+                    && earlier_changes.is_none()
+                {
+                    earlier_changes = store
+                        .open(p, &name)
+                        .and_then(|(r, size)| snapshot::scorecard_changes_from(r, size))
+                        .ok();
+                }
                 match loaded {
                     Ok((meta, part, shadow))
                         if meta.partition == p
