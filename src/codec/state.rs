@@ -24,7 +24,8 @@ use crate::core::partition::{
     account_hash, Dedup, Labels, Model, Partition, PortfolioMonths, ScorecardChange, Stats,
     SCORECARD_CHANGES_KEPT,
 };
-use crate::core::portfolio::MonthFlows;
+use crate::core::portfolio::{MonthFlows, SegmentSums};
+use crate::core::Ts;
 
 use super::pb;
 
@@ -354,8 +355,9 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
     )?;
     all_days(&s.feature_day, "feature_day")?;
     // Users and features are looked up by binary search on their hash.
-    let user_days: Vec<i32> = s.users.iter().map(|&u| u as u32 as i32).collect();
-    all_days(&user_days, "users")?;
+    s.users
+        .iter()
+        .try_for_each(|&u| day(u as u32 as i32, "users").map(drop))?;
     if !s.users.windows(2).all(|w| w[0] >> 32 < w[1] >> 32) {
         return Err(StateError::Malformed("users"));
     }
@@ -928,6 +930,9 @@ fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
 struct Decoded {
     accounts: Vec<Arc<Account>>,
     hashes: Vec<u64>,
+    /// `(timer_due, index)` of the accounts with a timer.
+    timers: Vec<(Ts, u32)>,
+    sums: SegmentSums,
 }
 
 impl Decoded {
@@ -942,13 +947,22 @@ impl Decoded {
         s.merge(message)?;
         let a = account_from(s, cards)?;
         self.hashes.push(account_hash(&a.id));
+        if a.timer_due != NEVER {
+            self.timers.push((a.timer_due, self.accounts.len() as u32));
+        }
+        self.sums.add(&a);
         self.accounts.push(Arc::new(a));
         Ok(())
     }
 
+    /// Appends the accounts decoded after these.
     fn append(&mut self, mut o: Decoded) {
+        let base = self.accounts.len() as u32;
+        self.timers
+            .extend(o.timers.iter().map(|&(t, i)| (t, i.wrapping_add(base))));
         self.accounts.append(&mut o.accounts);
         self.hashes.append(&mut o.hashes);
+        self.sums.merge(o.sums);
     }
 }
 
@@ -1072,6 +1086,7 @@ fn decode_framed_on<E: From<StateError>>(
                     let mut d = Decoded {
                         accounts: Vec::with_capacity(BLOCK),
                         hashes: Vec::with_capacity(BLOCK),
+                        ..Decoded::default()
                     };
                     let r = decode_block(&buf, &mut s, cards, &mut d).map(|()| d);
                     let failed = r.is_err();
@@ -1177,7 +1192,12 @@ fn assemble(
     stats.at_risk_suppressed_by_cooldown = m[9];
     stats.rescore_skipped = m[10];
     let dedup = Dedup::from_order(s.dedup_key.into_iter().zip(s.dedup_time).collect());
-    let Decoded { accounts, hashes } = decoded;
+    let Decoded {
+        accounts,
+        hashes,
+        timers,
+        sums,
+    } = decoded;
     let accounts: Accounts = accounts.into_iter().collect();
     for r in &s.portfolio_months {
         day(r.month, "portfolio_months.month")?;
@@ -1272,6 +1292,8 @@ fn assemble(
         model,
         accounts,
         &hashes,
+        timers,
+        sums,
         Labels::from_names(s.labels.into_iter().map(Into::into).collect()),
         dedup,
         s.max_time,

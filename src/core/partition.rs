@@ -33,7 +33,7 @@ use super::cow_deque::CowDeque;
 use super::event::{Band, Event, EventKind, Verdict, TYPE_NAMES};
 use super::interventions::Interventions;
 use super::monitor::Monitor;
-use super::portfolio::{Contribution, Portfolio};
+use super::portfolio::{Contribution, Portfolio, SegmentSums};
 use super::score::{self, evaluate, next_band, round1, Evaluation, Factor};
 use super::signal::{Alert, AlertKind, CausedBy, Health, OverrideView, Signal, UpsellSignal};
 use super::time::{day_of, Ts, MS_PER_DAY, MS_PER_HOUR};
@@ -359,12 +359,16 @@ impl Partition {
     /// portfolio's current aggregates are rebuilt from the accounts (they
     /// are a function of them); its monthly flows and the interventions
     /// come from the snapshot. `hashes[i]` is [`account_hash`] of account
-    /// `i`'s id.
+    /// `i`'s id, `timers` the accounts' `(timer_due, index)` and `sums`
+    /// their portfolio contributions: computed where the accounts were
+    /// decoded, so that this touches no account.
     #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         model: Arc<Model>,
         accounts: Accounts,
         hashes: &[u64],
+        timers: Vec<(Ts, u32)>,
+        sums: SegmentSums,
         labels: Labels,
         dedup: Dedup,
         max_time: Ts,
@@ -381,7 +385,7 @@ impl Partition {
                 .rows
                 .iter()
                 .map(|(seg, m, f)| (&**seg, *m, *f)),
-            &accounts,
+            sums,
             |i| labels.get(i).unwrap_or(""),
         );
         p.interventions = interventions;
@@ -401,13 +405,14 @@ impl Partition {
             p.index.insert_unique(h, idx as u32, rehash);
         }
         p.queued = vec![Ts::MAX; n];
-        let mut timers = Vec::new();
-        for (idx, a) in p.accounts.iter().enumerate() {
-            if a.timer_due != NEVER && a.timer_due < Ts::MAX {
-                timers.push(Reverse((a.timer_due, idx as u32)));
-                p.queued[idx] = a.timer_due;
-            }
-        }
+        let timers: Vec<_> = timers
+            .into_iter()
+            .filter(|&(due, idx)| (idx as usize) < n && due != NEVER && due < Ts::MAX)
+            .map(|(due, idx)| {
+                p.queued[idx as usize] = due;
+                Reverse((due, idx))
+            })
+            .collect();
         p.timers = BinaryHeap::from(timers);
         p
     }

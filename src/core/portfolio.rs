@@ -221,6 +221,22 @@ impl Current {
         self.ces_n += o.ces_n;
     }
 
+    /// Adds `o` (wrapping, like [`Current::apply`]).
+    fn merge(&mut self, o: &Current) {
+        let d = |x: &mut u64, v: u64| *x = x.wrapping_add(v);
+        d(&mut self.accounts, o.accounts);
+        d(&mut self.active_accounts, o.active_accounts);
+        d(&mut self.mrr_cents, o.mrr_cents);
+        for i in 0..3 {
+            d(&mut self.bands[i], o.bands[i]);
+            d(&mut self.nps[i], o.nps[i]);
+        }
+        d(&mut self.csat_sum, o.csat_sum);
+        d(&mut self.csat_n, o.csat_n);
+        d(&mut self.ces_sum, o.ces_sum);
+        d(&mut self.ces_n, o.ces_n);
+    }
+
     fn is_empty(&self) -> bool {
         *self == Current::default()
     }
@@ -290,13 +306,33 @@ impl Default for Portfolio {
     }
 }
 
+/// Accounts' contributions summed by segment label (its partition-local
+/// index): a restore sums them where it decodes the accounts, on several
+/// threads, and merges the sums.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentSums(hashbrown::HashMap<u16, Current>);
+
+impl SegmentSums {
+    pub fn add(&mut self, acc: &Account) {
+        let c = Contribution::of(acc);
+        self.0.entry(c.segment).or_default().apply(&c, true);
+    }
+
+    /// Adds `o`'s sums (wrapping, like [`SegmentSums::add`]).
+    pub fn merge(&mut self, o: SegmentSums) {
+        for (seg, c) in o.0 {
+            self.0.entry(seg).or_default().merge(&c);
+        }
+    }
+}
+
 impl Portfolio {
     /// Rebuilds a portfolio from its monthly flows (from a snapshot) and
-    /// the accounts' contributions.
+    /// the accounts' contributions (`sums`).
     pub fn restore<'a>(
         month: i32,
         months: impl IntoIterator<Item = (&'a str, i32, MonthFlows)>,
-        accounts: &super::accounts::Accounts,
+        sums: SegmentSums,
         segment_name: impl Fn(u16) -> &'a str,
     ) -> Self {
         let mut p = Portfolio::default();
@@ -304,9 +340,11 @@ impl Portfolio {
         for (seg, m, f) in months {
             p.seg_mut(seg).months.insert(m, f);
         }
-        for acc in accounts {
-            let c = Contribution::of(acc);
-            p.seg_mut(segment_name(c.segment)).current.apply(&c, true);
+        // In label order, so that the result does not depend on the map's.
+        let mut sums: Vec<(u16, Current)> = sums.0.into_iter().collect();
+        sums.sort_unstable_by_key(|&(seg, _)| seg);
+        for (seg, c) in sums {
+            p.seg_mut(segment_name(seg)).current.merge(&c);
         }
         p.segments
             .retain(|_, s| !s.current.is_empty() || !s.months.is_empty());
