@@ -3,8 +3,9 @@
 //! [`CHUNK`] elements instead of copying them all: the duplicate memory
 //! (up to a million ids per partition) is copied on every snapshot, on the
 //! partition's thread, and a plain `VecDeque` made that copy most of the
-//! snapshot stall. After a copy, the first push clones the last chunk only
-//! (the others are full and never change); popping never writes.
+//! snapshot stall. Full chunks never change; the last, partly filled one is
+//! owned (not shared), so a push is a plain `Vec` push, and a copy copies
+//! it (fewer than [`CHUNK`] elements). Popping never writes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,13 +14,13 @@ const SHIFT: usize = 12;
 /// Elements per chunk.
 pub const CHUNK: usize = 1 << SHIFT;
 
-/// Every chunk but the last holds exactly [`CHUNK`] elements, so element
-/// `i` is at `head + i` counted from the first chunk's start; `head` counts
-/// the first chunk's elements already popped (they stay until the whole
-/// chunk is popped: at most `CHUNK - 1` of them).
+/// The elements are `chunks` (each exactly [`CHUNK`] long) then `tail`
+/// (shorter), of which the first `head` are popped already (they stay
+/// until their whole chunk is popped: at most `CHUNK - 1` of them).
 #[derive(Clone)]
 pub struct CowDeque<T> {
     chunks: VecDeque<Arc<Vec<T>>>,
+    tail: Vec<T>,
     head: usize,
     len: usize,
 }
@@ -28,6 +29,7 @@ impl<T> Default for CowDeque<T> {
     fn default() -> Self {
         CowDeque {
             chunks: VecDeque::new(),
+            tail: Vec::new(),
             head: 0,
             len: 0,
         }
@@ -48,16 +50,14 @@ impl<T: Clone> CowDeque<T> {
     }
 
     pub fn push_back(&mut self, x: T) {
-        if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push_back(Arc::new(Vec::with_capacity(CHUNK)));
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(CHUNK);
         }
-        if let Some(last) = self.chunks.back_mut() {
-            let last = Arc::make_mut(last);
-            // A clone of a shared chunk has no spare room: grow it to a
-            // whole chunk at once.
-            last.reserve_exact(CHUNK - last.len());
-            last.push(x);
-            self.len += 1;
+        self.tail.push(x);
+        self.len += 1;
+        if self.tail.len() == CHUNK {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
+            self.chunks.push_back(Arc::new(full));
         }
     }
 
@@ -68,8 +68,12 @@ impl<T: Clone> CowDeque<T> {
         }
         self.head += 1;
         self.len -= 1;
-        if self.chunks.front().is_some_and(|c| self.head == c.len()) {
+        if !self.chunks.is_empty() && self.head == CHUNK {
             self.chunks.pop_front();
+            self.head = 0;
+        } else if self.len == 0 {
+            // Everything popped lies in the tail.
+            self.tail.clear();
             self.head = 0;
         }
     }
@@ -79,7 +83,10 @@ impl<T: Clone> CowDeque<T> {
             return None;
         }
         let j = self.head + i;
-        self.chunks.get(j >> SHIFT)?.get(j & (CHUNK - 1))
+        match self.chunks.get(j >> SHIFT) {
+            Some(c) => c.get(j & (CHUNK - 1)),
+            None => self.tail.get(j - self.chunks.len() * CHUNK),
+        }
     }
 
     pub fn front(&self) -> Option<&T> {
@@ -87,11 +94,13 @@ impl<T: Clone> CowDeque<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        let head = self.head;
+        let skip = |k: usize| if k == 0 { self.head } else { 0 };
+        let n = self.chunks.len();
         self.chunks
             .iter()
             .enumerate()
-            .flat_map(move |(k, c)| c[if k == 0 { head } else { 0 }..].iter())
+            .flat_map(move |(k, c)| c[skip(k)..].iter())
+            .chain(self.tail[skip(n)..].iter())
     }
 }
 
@@ -171,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_shares_every_chunk_and_a_push_unshares_only_the_last() {
+    fn a_copy_shares_every_full_chunk() {
         let mut d: CowDeque<u32> = (0..3 * CHUNK as u32 + 10).collect();
         let copy = d.clone();
         let shared = |a: &CowDeque<u32>, b: &CowDeque<u32>| {
@@ -181,12 +190,19 @@ mod tests {
                 .filter(|(x, y)| Arc::ptr_eq(x, y))
                 .count()
         };
-        assert_eq!(shared(&d, &copy), 4);
-        d.push_back(7);
-        d.pop_front();
         assert_eq!(shared(&d, &copy), 3);
+        d.push_back(7);
+        for _ in 0..CHUNK {
+            d.pop_front();
+        }
+        assert_eq!(d.chunks.len(), 2);
+        assert!(d
+            .chunks
+            .iter()
+            .all(|c| copy.chunks.iter().any(|x| Arc::ptr_eq(c, x))));
         assert_eq!(copy.len(), 3 * CHUNK + 10);
         assert_eq!(copy.get(3 * CHUNK + 9), Some(&(3 * CHUNK as u32 + 9)));
-        assert_eq!(d.get(3 * CHUNK + 9), Some(&7));
+        assert_eq!(d.get(2 * CHUNK + 10), Some(&7));
+        assert_eq!(d.front(), Some(&(CHUNK as u32)));
     }
 }
