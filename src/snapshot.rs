@@ -70,7 +70,13 @@ pub enum SnapshotError {
     #[error("snapshot format version {found} is not supported (this build reads {VERSION}); the partition is rebuilt from the log")]
     Version { found: u32 },
     #[error("snapshot was folded with model {found}, the config now gives {expected}; the partition is rebuilt from the log")]
-    Model { found: String, expected: String },
+    Model {
+        found: String,
+        expected: String,
+        /// The scorecard changes the snapshot records (a partition rebuilt
+        /// after a config change keeps them), when they could be read.
+        changes: Option<Vec<ScorecardChange>>,
+    },
     #[error("snapshot holds shadow scorecard {found:?}, the config now gives {expected}; the partition is rebuilt from the log")]
     Shadow {
         found: Option<String>,
@@ -453,9 +459,17 @@ pub fn read_from(
 ) -> Result<(Meta, Partition, Option<Partition>), SnapshotError> {
     read(r, size, |src, meta| {
         if meta.model != *model.id {
+            // Only the state's first frame is read for its scorecard
+            // changes; they count only if the checksum then matches.
+            let mut header = Vec::new();
+            let changes = match src.frame(&mut header) {
+                Ok(true) => state::scorecard_changes(&header).ok(),
+                _ => None,
+            };
             return Err(SnapshotError::Model {
                 found: meta.model.clone(),
                 expected: model.id.to_string(),
+                changes,
             });
         }
         let part = state::decode_framed(model, meta.accounts, |b| src.frame(b))?;
@@ -480,35 +494,6 @@ pub fn read_from(
         Ok((part, shadow))
     })
     .map(|(m, (p, sh))| (m, p, sh))
-}
-
-/// The scorecard changes recorded in a valid snapshot, whatever model it
-/// was folded with: a partition rebuilt from the log after a config change
-/// keeps the marks of the changes before it.
-pub fn scorecard_changes(bytes: &[u8]) -> Result<Vec<ScorecardChange>, SnapshotError> {
-    scorecard_changes_from(bytes, bytes.len() as u64)
-}
-
-/// [`scorecard_changes`] of a snapshot of `size` bytes read from `r`
-/// (only the live state's first frame is decoded).
-pub fn scorecard_changes_from(
-    r: impl Read,
-    size: u64,
-) -> Result<Vec<ScorecardChange>, SnapshotError> {
-    read(r, size, |src, meta| {
-        let mut header = Vec::new();
-        if !src.frame(&mut header)? {
-            return Err(state::StateError::Malformed("state header").into());
-        }
-        let changes = state::scorecard_changes(&header)?;
-        src.skip_state()?;
-        shadow_id(src, meta)?;
-        if meta.shadow_model.is_some() {
-            src.skip_state()?;
-        }
-        Ok(changes)
-    })
-    .map(|(_, c)| c)
 }
 
 /// Where snapshots live. One small interface: the directory store below

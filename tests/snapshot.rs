@@ -108,7 +108,12 @@ fn with_version(bytes: &[u8], v: u32) -> Vec<u8> {
 
 #[test]
 fn another_format_version_or_model_is_rejected_with_a_clear_message() {
-    let p = folded();
+    let mut p = folded();
+    p.scorecard_changes.push(vitals::core::ScorecardChange {
+        at: 1_700_000_000_000,
+        from: "default-0+0".into(),
+        to: p.model.id.clone(),
+    });
     let bytes = snapshot::encode(&p, 0, 10, "", 0);
     // Version 1 (the state unframed) is refused like any other version.
     for v in [0, 1, VERSION + 1] {
@@ -121,7 +126,14 @@ fn another_format_version_or_model_is_rejected_with_a_clear_message() {
         ..Default::default()
     };
     let err = snapshot::decode(&bytes, Arc::new(Model::new(other))).unwrap_err();
-    assert!(matches!(err, SnapshotError::Model { .. }), "{err}");
+    // The refusal carries the snapshot's scorecard changes (a partition
+    // rebuilt with the new config keeps them).
+    match &err {
+        SnapshotError::Model { changes, .. } => {
+            assert_eq!(changes.as_ref(), Some(&p.scorecard_changes))
+        }
+        _ => panic!("{err}"),
+    }
 }
 
 /// The service streams snapshots to the directory store (never holding a

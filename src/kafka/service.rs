@@ -1625,13 +1625,10 @@ impl Worker {
                 let loaded = store.open(p, &name).and_then(|(r, size)| {
                     snapshot::read_from(r, size, shared.model.clone(), shared.shadow.clone())
                 });
-                if matches!(loaded, Err(snapshot::SnapshotError::Model { .. }))
-                    && earlier_changes.is_none()
-                {
-                    earlier_changes = store
-                        .open(p, &name)
-                        .and_then(|(r, size)| snapshot::scorecard_changes_from(r, size))
-                        .ok();
+                if let Err(snapshot::SnapshotError::Model { changes, .. }) = &loaded {
+                    if earlier_changes.is_none() {
+                        earlier_changes.clone_from(changes);
+                    }
                 }
                 match loaded {
                     Ok((meta, part, shadow))
