@@ -690,22 +690,6 @@ impl<'a> StateWriter<'a> {
     }
 }
 
-/// Runs `f` on each item on its own scoped thread; the results in order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    if items.len() <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = items.iter().map(|x| sc.spawn(move || f(x))).collect();
-        handles
-            .into_iter()
-            // A panic in a worker is a bug in the codec; re-raise it here.
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
-
 /// Appends the accounts of `range` as `accounts` fields.
 fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
     let mut s = pb::AccountState::default();
@@ -981,32 +965,6 @@ impl Decoded {
     }
 }
 
-/// Decodes the accounts' messages in order, a large partition's on several
-/// threads (contiguous ranges, joined in order).
-fn decode_accounts(
-    messages: &[&[u8]],
-    cards: usize,
-    threads: usize,
-) -> Result<Decoded, StateError> {
-    fn range(messages: &[&[u8]], cards: usize) -> Result<Decoded, StateError> {
-        let mut s = pb::AccountState::default();
-        let mut out = Decoded::default();
-        for m in messages {
-            out.push(m, &mut s, cards)?;
-        }
-        Ok(out)
-    }
-    if threads <= 1 || messages.is_empty() {
-        return range(messages, cards);
-    }
-    let chunks: Vec<&[&[u8]]> = messages.chunks(messages.len().div_ceil(threads)).collect();
-    let mut all = Decoded::default();
-    for part in in_parallel(&chunks, |c| range(c, cards)) {
-        all.append(part?);
-    }
-    Ok(all)
-}
-
 /// Decodes one block of a framed state: `accounts` fields and nothing else.
 fn decode_block(
     mut buf: &[u8],
@@ -1043,11 +1001,27 @@ fn decode_on(
     model: Arc<Model>,
     threads: Option<usize>,
 ) -> Result<Partition, StateError> {
-    let (header, account_bytes) = split_accounts(bytes)?;
-    let threads = threads.unwrap_or_else(|| threads_for(account_bytes.len()));
-    let s = pb::PartitionState::decode(&header[..])?;
-    let accounts = decode_accounts(&account_bytes, model.cards.len(), threads)?;
-    assemble(s, accounts, model)
+    let (header, accounts) = split_accounts(bytes)?;
+    let threads = threads.unwrap_or_else(|| threads_for(accounts.len()));
+    // Decoded as the frames a snapshot holds: the header, then blocks of
+    // [`BLOCK`] `accounts` fields.
+    let block = |messages: &[&[u8]]| {
+        let mut b = Vec::new();
+        for m in messages {
+            prost::encoding::encode_key(
+                ACCOUNTS_FIELD,
+                prost::encoding::WireType::LengthDelimited,
+                &mut b,
+            );
+            prost::encoding::encode_varint(m.len() as u64, &mut b);
+            b.extend_from_slice(m);
+        }
+        b
+    };
+    let mut frames = std::iter::once(header).chain(accounts.chunks(BLOCK).map(block));
+    decode_framed_on(model, threads, |buf: &mut Vec<u8>| {
+        Ok::<_, StateError>(frames.next().map(|f| *buf = f).is_some())
+    })
 }
 
 /// Decodes a state written by [`StateWriter::write_framed_to`] as it is

@@ -207,22 +207,8 @@ impl Current {
         }
     }
 
-    fn add(&mut self, o: &Current) {
-        self.accounts += o.accounts;
-        self.active_accounts += o.active_accounts;
-        self.mrr_cents += o.mrr_cents;
-        for i in 0..3 {
-            self.bands[i] += o.bands[i];
-            self.nps[i] += o.nps[i];
-        }
-        self.csat_sum += o.csat_sum;
-        self.csat_n += o.csat_n;
-        self.ces_sum += o.ces_sum;
-        self.ces_n += o.ces_n;
-    }
-
     /// Adds `o` (wrapping, like [`Current::apply`]).
-    fn merge(&mut self, o: &Current) {
+    fn add(&mut self, o: &Current) {
         let d = |x: &mut u64, v: u64| *x = x.wrapping_add(v);
         d(&mut self.accounts, o.accounts);
         d(&mut self.active_accounts, o.active_accounts);
@@ -321,7 +307,7 @@ impl SegmentSums {
     /// Adds `o`'s sums (wrapping, like [`SegmentSums::add`]).
     pub fn merge(&mut self, o: SegmentSums) {
         for (seg, c) in o.0 {
-            self.0.entry(seg).or_default().merge(&c);
+            self.0.entry(seg).or_default().add(&c);
         }
     }
 }
@@ -344,7 +330,7 @@ impl Portfolio {
         let mut sums: Vec<(u16, Current)> = sums.0.into_iter().collect();
         sums.sort_unstable_by_key(|&(seg, _)| seg);
         for (seg, c) in sums {
-            p.seg_mut(segment_name(seg)).current.merge(&c);
+            p.seg_mut(segment_name(seg)).current.add(&c);
         }
         p.segments
             .retain(|_, s| !s.current.is_empty() || !s.months.is_empty());
