@@ -153,10 +153,45 @@ pub struct SnapshotReport {
     /// Reading, checking and decoding the newest snapshot (streamed: read
     /// as it is decoded).
     pub load_secs: f64,
+    /// The same load in a fresh process (`vitals bench snapshot` runs
+    /// itself again for it), as after a crash: the state's memory is
+    /// touched for the first time. Filled in by the command, not here.
+    pub load_fresh_process_secs: Option<f64>,
     /// Folding the tail after the snapshot (`tail_days` of events).
     pub tail_events: u64,
     pub tail_secs: f64,
     pub restore_secs: f64,
+    /// `load_fresh_process_secs + tail_secs`.
+    pub restore_fresh_process_secs: Option<f64>,
+    /// The snapshot file written.
+    pub file: std::path::PathBuf,
+}
+
+/// The model `vitals bench snapshot` folds with (the default scorecard,
+/// a day of allowed lateness: the simulation is generated day by day).
+pub fn snapshot_model() -> Arc<Model> {
+    Arc::new(Model::new(ModelConfig {
+        allowed_lateness_secs: 86_400,
+        ..ModelConfig::default()
+    }))
+}
+
+/// Seconds to read, check and decode the snapshot file at `path` written
+/// by [`snapshot`] (streamed, as [`crate::snapshot::DirStore`] reads it).
+pub fn load(path: &std::path::Path) -> Result<f64, crate::snapshot::SnapshotError> {
+    let io = |source| crate::snapshot::SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let model = snapshot_model();
+    let t = Instant::now();
+    let f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let r = std::io::BufReader::with_capacity(1 << 20, f);
+    let (_, part, _) = crate::snapshot::read_from(r, size, model, None)?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(part);
+    Ok(secs)
 }
 
 /// Folds `accounts` accounts over `days` days, snapshots the state before
@@ -177,11 +212,7 @@ pub fn snapshot(
         seed,
         ..Default::default()
     };
-    let cfg = ModelConfig {
-        allowed_lateness_secs: 86_400,
-        ..ModelConfig::default()
-    };
-    let model = Arc::new(Model::new(cfg));
+    let model = snapshot_model();
     // The log, day by day, folded as it is generated (it does not fit in
     // memory at 1M accounts); only the tail is kept for the replay after
     // the snapshot. `head_secs` counts folding time only.
@@ -293,6 +324,9 @@ pub fn snapshot(
         tail_events: tail.len() as u64,
         tail_secs,
         restore_secs: load_secs + tail_secs,
+        restore_fresh_process_secs: None,
+        load_fresh_process_secs: None,
+        file: store.path(0, &name),
     })
 }
 

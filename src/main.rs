@@ -259,6 +259,10 @@ enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Times loading a snapshot file `vitals bench snapshot` wrote, in this
+    /// process (that command runs it to time a load in a fresh process).
+    #[command(hide = true)]
+    SnapshotLoad { path: PathBuf },
     /// The Kafka snapshot store on the embedded broker: put, then list +
     /// get from another instance, of every partition's snapshot.
     SnapshotKafka {
@@ -600,8 +604,29 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let r = vitals::bench::snapshot(accounts, days, tail_days, tail_events, seed, &dir)?;
+            let mut r =
+                vitals::bench::snapshot(accounts, days, tail_days, tail_events, seed, &dir)?;
+            // A crash restores in a new process, whose memory is all
+            // untouched: time that load too, in one.
+            let out = std::process::Command::new(std::env::current_exe()?)
+                .args(["bench", "snapshot-load"])
+                .arg(&r.file)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .context("running `vitals bench snapshot-load`")?;
+            if !out.status.success() {
+                bail!("`vitals bench snapshot-load` failed: {}", out.status);
+            }
+            let secs: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .context("`vitals bench snapshot-load` printed no seconds")?;
+            r.load_fresh_process_secs = Some(secs);
+            r.restore_fresh_process_secs = Some(secs + r.tail_secs);
             println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Cmd::Bench(BenchCmd::SnapshotLoad { path }) => {
+            println!("{}", vitals::bench::load(&path)?);
         }
         Cmd::Bench(BenchCmd::SnapshotKafka {
             accounts,

@@ -542,6 +542,11 @@ impl DirStore {
         self.dir.join(format!("p{partition}"))
     }
 
+    /// The file of the snapshot `name` of `partition`.
+    pub fn path(&self, partition: u32, name: &str) -> PathBuf {
+        self.part_dir(partition).join(name)
+    }
+
     /// Writes a snapshot file atomically: a temporary file, fsync, rename,
     /// fsync of the directory. Its name, and what `write` returned.
     fn write_file<T>(
@@ -611,12 +616,12 @@ impl SnapshotStore for DirStore {
     }
 
     fn get(&self, partition: u32, name: &str) -> Result<Vec<u8>, SnapshotError> {
-        let p = self.part_dir(partition).join(name);
+        let p = self.path(partition, name);
         io(&p, fs::read(&p))
     }
 
     fn open(&self, partition: u32, name: &str) -> Result<(Box<dyn Read + '_>, u64), SnapshotError> {
-        let p = self.part_dir(partition).join(name);
+        let p = self.path(partition, name);
         let f = io(&p, File::open(&p))?;
         let size = io(&p, f.metadata())?.len();
         Ok((
