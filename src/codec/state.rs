@@ -581,6 +581,9 @@ fn threads_for(accounts: usize) -> usize {
 
 /// Accounts per block of a streamed state (about 2 MB of encoded accounts).
 const BLOCK: usize = 4096;
+// Whole blocks fill whole chunks of accounts, so a restore joins the
+// blocks decoded on several threads by moving chunks (`Accounts::append`).
+const _: () = assert!(BLOCK % crate::core::accounts::CHUNK == 0);
 
 /// A partition's state, ready to be streamed to a file in pieces: first
 /// every field but the accounts, then the accounts in blocks of [`BLOCK`].
@@ -927,7 +930,7 @@ fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
 /// again).
 #[derive(Default)]
 struct Decoded {
-    accounts: Vec<Arc<Account>>,
+    accounts: Accounts,
     hashes: Vec<u64>,
     /// `(timer_due, index)` of the accounts with a timer.
     timers: Vec<(Ts, u32)>,
@@ -950,7 +953,7 @@ impl Decoded {
             self.timers.push((a.timer_due, self.accounts.len() as u32));
         }
         self.sums.add(&a);
-        self.accounts.push(Arc::new(a));
+        self.accounts.push(a);
         Ok(())
     }
 
@@ -959,7 +962,7 @@ impl Decoded {
         let base = self.accounts.len() as u32;
         self.timers
             .extend(o.timers.iter().map(|&(t, i)| (t, i.wrapping_add(base))));
-        self.accounts.append(&mut o.accounts);
+        self.accounts.append(o.accounts);
         self.hashes.append(&mut o.hashes);
         self.sums.merge(o.sums);
     }
@@ -1073,7 +1076,6 @@ fn decode_framed_on<E: From<StateError>>(
                 let mut s = pb::AccountState::default();
                 for buf in rx {
                     let mut d = Decoded {
-                        accounts: Vec::with_capacity(BLOCK),
                         hashes: Vec::with_capacity(BLOCK),
                         ..Decoded::default()
                     };
@@ -1187,7 +1189,6 @@ fn assemble(
         timers,
         sums,
     } = decoded;
-    let accounts: Accounts = accounts.into_iter().collect();
     for r in &s.portfolio_months {
         day(r.month, "portfolio_months.month")?;
         counts(

@@ -1,28 +1,32 @@
-//! A partition's accounts, in arrival order, stored copy-on-write at two
-//! levels so that a snapshot takes a consistent copy of a million accounts
-//! in microseconds: copying is cloning one `Arc` per [`CHUNK`] accounts.
-//! While the copy is alive (the snapshot is being encoded and written on
-//! another thread), the first change to an account of a shared chunk
-//! clones that chunk's table of [`CHUNK`] account pointers (reference
-//! count increments, a few microseconds), and the first change to a shared
-//! account clones that one account. So the fold pays for the copy
-//! piecewise — one account at a time, never all of it at once, even when
-//! one event fires timers across the whole partition. With no copy alive,
-//! a change costs two reference-count checks.
+//! A partition's accounts, in arrival order, stored in chunks of [`CHUNK`]
+//! accounts behind an `Arc` each, so that a snapshot takes a consistent
+//! copy of a million accounts in microseconds: copying is cloning one
+//! `Arc` per chunk. While the copy is alive (the snapshot is being encoded
+//! and written on another thread), the first change to an account of a
+//! shared chunk clones that chunk (its [`CHUNK`] accounts, tens of
+//! microseconds). So the fold pays for the copy piecewise, one chunk at a
+//! time, never all of it at once. With no copy alive, a change costs one
+//! reference-count check.
+//!
+//! The accounts lie in their chunk, not behind a pointer each: an
+//! `Arc<Account>` per account (as before) cost its header, its pointer
+//! and the allocator's rounding — 32 bytes an account — and one more
+//! dependent load on every event.
 
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 
 use super::account::Account;
 
-const SHIFT: usize = 10;
+const SHIFT: usize = 8;
 /// Accounts per chunk.
 pub const CHUNK: usize = 1 << SHIFT;
 
-/// The accounts of a partition; index = arrival order.
+/// The accounts of a partition; index = arrival order. Every chunk but
+/// the last holds exactly [`CHUNK`] accounts.
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
-    chunks: Vec<Arc<Vec<Arc<Account>>>>,
+    chunks: Vec<Arc<Vec<Account>>>,
     len: usize,
 }
 
@@ -40,12 +44,6 @@ impl Accounts {
     }
 
     pub fn push(&mut self, a: Account) {
-        self.push_shared(Arc::new(a));
-    }
-
-    /// Appends an account already behind its `Arc` (a restore allocates
-    /// them on several threads).
-    pub fn push_shared(&mut self, a: Arc<Account>) {
         if self.len % CHUNK == 0 {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
@@ -55,21 +53,37 @@ impl Accounts {
         }
     }
 
-    pub fn get(&self, i: usize) -> Option<&Account> {
-        self.chunks
-            .get(i >> SHIFT)?
-            .get(i & (CHUNK - 1))
-            .map(|a| &**a)
+    /// Appends `o`'s accounts after these: its chunks are moved, not their
+    /// accounts, when these fill whole chunks (a restore decodes blocks
+    /// of accounts on several threads and joins them in order).
+    pub fn append(&mut self, o: Accounts) {
+        if self.len % CHUNK == 0 {
+            self.len += o.len;
+            self.chunks.extend(o.chunks);
+            return;
+        }
+        for c in o.chunks {
+            for a in Arc::unwrap_or_clone(c) {
+                self.push(a);
+            }
+        }
     }
 
-    /// The account, unshared first if a copy holds its chunk.
+    pub fn get(&self, i: usize) -> Option<&Account> {
+        self.chunks.get(i >> SHIFT)?.get(i & (CHUNK - 1))
+    }
+
+    /// The account, its chunk unshared first if a copy holds it.
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Account> {
-        let chunk = Arc::make_mut(self.chunks.get_mut(i >> SHIFT)?);
-        chunk.get_mut(i & (CHUNK - 1)).map(Arc::make_mut)
+        let chunk = self.chunks.get_mut(i >> SHIFT)?;
+        if i & (CHUNK - 1) >= chunk.len() {
+            return None;
+        }
+        Arc::make_mut(chunk).get_mut(i & (CHUNK - 1))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Account> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter().map(|a| &**a))
+        self.chunks.iter().flat_map(|c| c.iter())
     }
 
     /// Chunks this value shares with a copy (for tests and metrics).
@@ -117,16 +131,6 @@ impl FromIterator<Account> for Accounts {
     }
 }
 
-impl FromIterator<Arc<Account>> for Accounts {
-    fn from_iter<I: IntoIterator<Item = Arc<Account>>>(it: I) -> Self {
-        let mut a = Accounts::new();
-        for x in it {
-            a.push_shared(x);
-        }
-        a
-    }
-}
-
 impl<'a> IntoIterator for &'a Accounts {
     type Item = &'a Account;
     type IntoIter = Box<dyn Iterator<Item = &'a Account> + 'a>;
@@ -139,11 +143,15 @@ impl<'a> IntoIterator for &'a Accounts {
 mod tests {
     use super::*;
 
+    fn accounts(n: usize) -> Accounts {
+        (0..n)
+            .map(|i| Account::new(&format!("acct-{i}"), i as i64))
+            .collect()
+    }
+
     #[test]
     fn a_copy_is_cheap_and_writes_unshare_one_chunk() {
-        let mut a: Accounts = (0..3 * CHUNK + 5)
-            .map(|i| Account::new(&format!("acct-{i}"), i as i64))
-            .collect();
+        let mut a = accounts(3 * CHUNK + 5);
         assert_eq!(a.len(), 3 * CHUNK + 5);
         assert_eq!(&*a[CHUNK + 7].id, format!("acct-{}", CHUNK + 7));
         let copy = a.clone();
@@ -151,8 +159,8 @@ mod tests {
         a[CHUNK + 7].touchpoints = 9;
         assert_eq!(a.shared_chunks(), 3, "only the written chunk is copied");
         assert!(
-            std::ptr::eq(&a[CHUNK + 8], &copy[CHUNK + 8]),
-            "its other accounts stay shared"
+            std::ptr::eq(&a[7], &copy[7]) && std::ptr::eq(&a[2 * CHUNK], &copy[2 * CHUNK]),
+            "the other chunks stay shared"
         );
         assert_eq!(copy[CHUNK + 7].touchpoints, 0, "the copy keeps the cut");
         assert_eq!(a[CHUNK + 7].touchpoints, 9);
@@ -160,6 +168,26 @@ mod tests {
         drop(copy);
         assert_eq!(a.shared_chunks(), 0);
         assert!(a.get(3 * CHUNK + 5).is_none());
+        assert!(a.get_mut(3 * CHUNK + 5).is_none());
         assert_eq!(a.iter().count(), a.len());
+    }
+
+    #[test]
+    fn append_keeps_order_with_whole_and_partial_chunks() {
+        for (n, m) in [
+            (0, 3),
+            (CHUNK, CHUNK + 2),
+            (CHUNK + 3, 2 * CHUNK + 1),
+            (5, 0),
+        ] {
+            let mut a = accounts(n);
+            let b: Accounts = (0..m)
+                .map(|i| Account::new(&format!("acct-{}", n + i), (n + i) as i64))
+                .collect();
+            a.append(b);
+            assert_eq!(a, accounts(n + m), "{n} + {m}");
+            a.push(Account::new("last", 0));
+            assert_eq!(&*a[n + m].id, "last");
+        }
     }
 }
