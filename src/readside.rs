@@ -315,7 +315,7 @@ impl AccountView {
             health,
             history: ScoreHistory::merge(prev, &acc.alert),
             open_tickets,
-            mrr_cents: acc.mrr_cents,
+            mrr_cents: acc.mrr_cents(),
             latest_nps: acc
                 .surveys()
                 .last_nps

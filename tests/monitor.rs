@@ -22,7 +22,7 @@ fn fold(p: &mut Partition, lines: &[String]) {
 
 fn score_of(p: &Partition, id: &str) -> u8 {
     let a = p.account(id).expect("account");
-    let s = a.alert.published.as_ref().expect("published").score;
+    let s = a.alert.published.as_ref().expect("published").score();
     s.round() as u8
 }
 

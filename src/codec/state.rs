@@ -11,7 +11,7 @@ use thin_vec::ThinVec;
 
 use crate::core::account::{
     Account, AlertState, Decayed, Extras, LimitHits, Override, OverrideAudit, OverrideEnd,
-    Published, Support, Surveys, Ticket, Unpaid, WeekCell, WeekRing, NEVER, NO_DAY, SCORE_DAYS,
+    Published, Support, SupportWeeks, Surveys, Ticket, Unpaid, WeekRing, NEVER, NO_DAY, SCORE_DAYS,
     WEEKS,
 };
 use crate::core::accounts::Accounts;
@@ -134,9 +134,10 @@ fn account_into(a: &Account, s: &mut pb::AccountState) {
     s.weeks_head = w.head;
     fill(&mut s.week_activity, w.activity);
     fill(&mut s.week_wau, w.wau.map(u32::from));
-    fill(&mut s.week_tickets, w.tickets.map(u32::from));
-    fill(&mut s.week_escalations, w.escalations.map(u32::from));
-    fill(&mut s.week_reopens, w.reopens.map(u32::from));
+    let sw = sup.map_or(SupportWeeks::default(), |s| s.weeks);
+    fill(&mut s.week_tickets, sw.tickets.map(u32::from));
+    fill(&mut s.week_escalations, sw.escalations.map(u32::from));
+    fill(&mut s.week_reopens, sw.reopens.map(u32::from));
     s.seats_licensed = a.seats_licensed;
     s.tickets_total = a.tickets_total;
     fill(&mut s.ticket_hash, tickets.iter().map(|t| t.hash));
@@ -152,7 +153,7 @@ fn account_into(a: &Account, s: &mut pb::AccountState) {
     s.resolve_hours = sup.map_or(0.0, |s| s.resolve_hours);
     s.resolved = sup.map_or(0, |s| s.resolved);
     s.ticket_csat = sup.map(|s| dec(&s.ticket_csat));
-    s.mrr_cents = a.mrr_cents;
+    s.mrr_cents = a.mrr_cents();
     fill(&mut s.mrr_day, a.mrr_history.iter().map(|m| m.0));
     fill(&mut s.mrr_value, a.mrr_history.iter().map(|m| m.1));
     fill(&mut s.unpaid_hash, a.unpaid.iter().map(|u| u.hash));
@@ -205,7 +206,7 @@ fn account_into(a: &Account, s: &mut pb::AccountState) {
     s.upsell_active = a.alert.upsell_active;
     s.last_upsell_alert = happened(a.alert.last_upsell_alert);
     s.has_published = p.is_some();
-    s.published_score = p.map_or(0.0, |p| p.score);
+    s.published_score = p.map_or(0.0, |p| p.score());
     s.published_band = p.map_or(0, |p| p.band.to_u8().into());
     s.published_override_set_at = p.and_then(|p| happened(p.override_set_at));
     s.published_cancelled = p.is_some_and(|p| p.cancelled);
@@ -292,6 +293,16 @@ fn day_or_none(v: i32, f: &'static str) -> Result<i32, StateError> {
 
 fn all_days(v: &[i32], f: &'static str) -> Result<(), StateError> {
     v.iter().try_for_each(|&d| day(d, f).map(drop))
+}
+
+/// A published score: a score rounded to one decimal, in tenths.
+fn tenths(v: f64) -> Result<u16, StateError> {
+    let t = Published::tenths(v);
+    if (0.0..=100.0).contains(&v) && t as f64 / 10.0 == v {
+        Ok(t)
+    } else {
+        Err(StateError::Malformed("published_score"))
+    }
 }
 
 fn finite(v: f64, f: &'static str) -> Result<f64, StateError> {
@@ -386,17 +397,13 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
         head: day_or_none(s.weeks_head, "weeks_head")?,
         ..WeekRing::default()
     };
+    let mut support_weeks = SupportWeeks::default();
     for i in 0..WEEKS {
-        weeks.set_at(
-            i,
-            WeekCell {
-                activity: s.week_activity[i],
-                wau: u16f(s.week_wau[i], "week_wau")?,
-                tickets: u8f(s.week_tickets[i], "week_tickets")?,
-                escalations: u8f(s.week_escalations[i], "week_escalations")?,
-                reopens: u8f(s.week_reopens[i], "week_reopens")?,
-            },
-        );
+        weeks.activity[i] = s.week_activity[i];
+        weeks.wau[i] = u16f(s.week_wau[i], "week_wau")?;
+        support_weeks.tickets[i] = u8f(s.week_tickets[i], "week_tickets")?;
+        support_weeks.escalations[i] = u8f(s.week_escalations[i], "week_escalations")?;
+        support_weeks.reopens[i] = u8f(s.week_reopens[i], "week_reopens")?;
     }
     let mut open_tickets = ThinVec::with_capacity(s.ticket_hash.len());
     for i in 0..s.ticket_hash.len() {
@@ -442,6 +449,11 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
     } else {
         None
     };
+    // The current MRR is not kept apart from its history (the newest
+    // change); the state still carries it, and it must agree.
+    if s.mrr_cents != s.mrr_value.last().copied().unwrap_or(0) {
+        return Err(StateError::Malformed("mrr_cents"));
+    }
     Ok(Account {
         id: s.id.as_str().into(),
         segment: u16f(s.segment, "segment")?,
@@ -465,8 +477,11 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
         weeks,
         seats_licensed: s.seats_licensed,
         tickets_total: s.tickets_total,
-        support: if s.has_support {
+        // Support counts live in the support part (a state written before
+        // they did may count escalations of an account without one).
+        support: if s.has_support || support_weeks != SupportWeeks::default() {
             Some(Box::new(Support {
+                weeks: support_weeks,
                 open_tickets,
                 resolve_hours: finite(s.resolve_hours, "resolve_hours")?,
                 resolved: s.resolved,
@@ -475,7 +490,6 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
         } else {
             None
         },
-        mrr_cents: s.mrr_cents,
         mrr_history: s
             .mrr_day
             .iter()
@@ -535,7 +549,7 @@ fn account_from(s: &pb::AccountState, cards: usize) -> Result<Account, StateErro
             )?,
             published: if s.has_published {
                 Some(Published {
-                    score: finite(s.published_score, "published_score")?,
+                    score_tenths: tenths(s.published_score)?,
                     band: Band::from_u8(u8f(s.published_band, "published_band")?),
                     override_set_at: ts_or_never(
                         s.published_override_set_at.unwrap_or(NEVER),

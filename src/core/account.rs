@@ -43,7 +43,8 @@ fn room_for_one<T>(v: &mut ThinVec<T>) {
     }
 }
 
-/// Counts for one week of event time.
+/// Counts for one week of event time (read from [`WeekRing`] and
+/// [`SupportWeeks`] by [`Account::week`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WeekCell {
     /// Logins plus feature uses (with their `count`).
@@ -55,14 +56,23 @@ pub struct WeekCell {
     pub reopens: u8,
 }
 
-/// The last [`WEEKS`] weeks, indexed by week number modulo [`WEEKS`].
-/// `head` is the newest week written; cells older than `head - WEEKS + 1`
-/// are zero. Stored column-wise (no padding): 85 bytes for nine weeks.
+/// The last [`WEEKS`] weeks of usage, indexed by week number modulo
+/// [`WEEKS`]. `head` is the newest week written; cells older than
+/// `head - WEEKS + 1` are zero. Stored column-wise (no padding). The
+/// support counts of the same weeks, in the same slots, live in
+/// [`Support::weeks`] (most accounts have no ticket); [`Account::week`]
+/// reads both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeekRing {
     pub head: i32,
     pub activity: [u32; WEEKS],
     pub wau: [u16; WEEKS],
+}
+
+/// Tickets opened, escalations and reopens per week, in the slots of the
+/// account's [`WeekRing`] (its `head`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupportWeeks {
     pub tickets: [u8; WEEKS],
     pub escalations: [u8; WEEKS],
     pub reopens: [u8; WEEKS],
@@ -74,95 +84,48 @@ impl Default for WeekRing {
             head: NO_DAY,
             activity: [0; WEEKS],
             wau: [0; WEEKS],
-            tickets: [0; WEEKS],
-            escalations: [0; WEEKS],
-            reopens: [0; WEEKS],
         }
     }
 }
 
-/// A mutable view of one week's counters.
-pub struct WeekCellMut<'a> {
-    pub activity: &'a mut u32,
-    pub wau: &'a mut u16,
-    pub tickets: &'a mut u8,
-    pub escalations: &'a mut u8,
-    pub reopens: &'a mut u8,
-}
-
 impl WeekRing {
-    fn slot(week: i32) -> usize {
+    /// The ring index of `week`.
+    pub fn slot(week: i32) -> usize {
         week.rem_euclid(WEEKS as i32) as usize
     }
 
-    fn set(&mut self, i: usize, c: WeekCell) {
-        self.activity[i] = c.activity;
-        self.wau[i] = c.wau;
-        self.tickets[i] = c.tickets;
-        self.escalations[i] = c.escalations;
-        self.reopens[i] = c.reopens;
-    }
-
-    /// The cell for `week`, rolling the ring forward if needed. `None` when
-    /// the week is older than the ring holds.
-    pub fn cell_mut(&mut self, week: i32) -> Option<WeekCellMut<'_>> {
+    /// The slot for `week`, rolling the ring forward if needed (clearing
+    /// the weeks it passes, in `support` too). `None` when the week is
+    /// older than the ring holds.
+    fn roll(&mut self, week: i32, mut support: Option<&mut SupportWeeks>) -> Option<usize> {
         if self.head == NO_DAY {
             self.head = week;
         } else if week > self.head {
             let gap = (week - self.head).min(WEEKS as i32);
             for k in 1..=gap {
-                self.set(Self::slot(self.head + k), WeekCell::default());
+                let i = Self::slot(self.head + k);
+                self.activity[i] = 0;
+                self.wau[i] = 0;
+                if let Some(s) = support.as_deref_mut() {
+                    s.tickets[i] = 0;
+                    s.escalations[i] = 0;
+                    s.reopens[i] = 0;
+                }
             }
             self.head = week;
         } else if week <= self.head - WEEKS as i32 {
             return None;
         }
-        let i = Self::slot(week);
-        Some(WeekCellMut {
-            activity: &mut self.activity[i],
-            wau: &mut self.wau[i],
-            tickets: &mut self.tickets[i],
-            escalations: &mut self.escalations[i],
-            reopens: &mut self.reopens[i],
-        })
+        Some(Self::slot(week))
     }
 
-    /// The stored cell at ring index `i`.
-    pub fn cell_at(&self, i: usize) -> WeekCell {
-        WeekCell {
-            activity: self.activity[i],
-            wau: self.wau[i],
-            tickets: self.tickets[i],
-            escalations: self.escalations[i],
-            reopens: self.reopens[i],
-        }
-    }
-
-    /// Replaces the stored cell at ring index `i` (state restore).
-    pub fn set_at(&mut self, i: usize, c: WeekCell) {
-        self.set(i, c);
-    }
-
-    /// The cell for `week` as seen from `head` (zero if not held).
-    pub fn get(&self, week: i32) -> WeekCell {
+    /// The slot holding `week`, if the ring holds it (as seen from `head`).
+    pub fn held(&self, week: i32) -> Option<usize> {
         if self.head == NO_DAY || week > self.head || week <= self.head - WEEKS as i32 {
-            WeekCell::default()
+            None
         } else {
-            self.cell_at(Self::slot(week))
+            Some(Self::slot(week))
         }
-    }
-
-    /// Sum of `f` over weeks `from..=to`.
-    pub fn sum(&self, from: i32, to: i32, f: impl Fn(&WeekCell) -> u32) -> u32 {
-        (from..=to).map(|w| f(&self.get(w))).sum()
-    }
-
-    /// The [`WEEKS`] weeks ending with `week`, oldest first: element `k`
-    /// is [`WeekRing::get`]`(week - WEEKS + 1 + k)`. For reading several
-    /// windows of the same weeks without looking each week up again.
-    pub fn last_weeks(&self, week: i32) -> [WeekCell; WEEKS] {
-        let first = week - WEEKS as i32 + 1;
-        std::array::from_fn(|k| self.get(first + k as i32))
     }
 }
 
@@ -237,6 +200,7 @@ pub struct Surveys {
 /// ticket).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Support {
+    pub weeks: SupportWeeks,
     pub open_tickets: ThinVec<Ticket>,
     /// Mean hours to resolve, and how many resolutions it averages.
     pub resolve_hours: f64,
@@ -361,12 +325,27 @@ impl Default for AlertState {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Published {
-    pub score: f64,
+    /// The score published, in tenths (scores are published rounded to
+    /// one decimal: 2 bytes instead of an `f64`'s 8).
+    pub score_tenths: u16,
     pub band: Band,
     /// `set_at` of the override shown, or `NEVER`.
     pub override_set_at: Ts,
     pub cancelled: bool,
     pub scorecard: u16,
+}
+
+impl Published {
+    /// The published score, exactly the `f64` that was published
+    /// ([`crate::core::score::round1`] of the computed score).
+    pub fn score(&self) -> f64 {
+        self.score_tenths as f64 / 10.0
+    }
+
+    /// Tenths of a score already rounded to one decimal (0..=100).
+    pub fn tenths(score: f64) -> u16 {
+        (score * 10.0).round().clamp(0.0, 1000.0) as u16
+    }
 }
 
 impl AlertState {
@@ -561,9 +540,9 @@ pub struct Account {
     pub seats_licensed: u32,
     pub tickets_total: u32,
     pub support: Option<Box<Support>>,
-    pub mrr_cents: u64,
     /// MRR changes `(day, mrr after)` of the last 90 days, plus the last one
-    /// before them, oldest first.
+    /// before them, oldest first: the last is the current MRR
+    /// ([`Account::mrr_cents`]).
     pub mrr_history: ThinVec<(i32, u64)>,
     pub unpaid: ThinVec<Unpaid>,
     pub payments_failed_total: u32,
@@ -609,7 +588,6 @@ impl Account {
             seats_licensed: 0,
             tickets_total: 0,
             support: None,
-            mrr_cents: 0,
             mrr_history: ThinVec::new(),
             unpaid: ThinVec::new(),
             payments_failed_total: 0,
@@ -685,7 +663,12 @@ impl Account {
         }
         // Before the first known change: the first value known.
         v.or_else(|| self.mrr_history.first().map(|h| h.1))
-            .unwrap_or(self.mrr_cents)
+            .unwrap_or(0)
+    }
+
+    /// The current MRR (0 before any is known): the newest change.
+    pub fn mrr_cents(&self) -> u64 {
+        self.mrr_history.last().map_or(0, |h| h.1)
     }
 
     /// Current days overdue at `day` (worst unpaid invoice).
@@ -738,8 +721,8 @@ impl Account {
             }
         };
         if newly_active_this_week {
-            if let Some(c) = self.weeks.cell_mut(week) {
-                *c.wau = c.wau.saturating_add(1);
+            if let Some(i) = self.roll_weeks(week) {
+                self.weeks.wau[i] = self.weeks.wau[i].saturating_add(1);
             }
         }
     }
@@ -779,9 +762,8 @@ impl Account {
     }
 
     fn add_activity(&mut self, time: Ts, n: u32, hits: &mut LimitHits) {
-        match self.weeks.cell_mut(week_of(time)) {
-            Some(c) => *c.activity = c.activity.saturating_add(n),
-            None => hits.too_old_for_window += 1,
+        if let Some(i) = self.week_slot(time, hits) {
+            self.weeks.activity[i] = self.weeks.activity[i].saturating_add(n);
         }
         if time > self.last_activity {
             self.last_activity = time;
@@ -789,16 +771,60 @@ impl Account {
         self.onboarding |= milestone::FIRST_USE;
     }
 
-    fn week_cell(&mut self, time: Ts, hits: &mut LimitHits) -> Option<WeekCellMut<'_>> {
-        let c = self.weeks.cell_mut(week_of(time));
-        if c.is_none() {
+    /// The week ring's slot for `week`, the ring rolled forward first.
+    fn roll_weeks(&mut self, week: i32) -> Option<usize> {
+        let support = self.support.as_deref_mut().map(|s| &mut s.weeks);
+        self.weeks.roll(week, support)
+    }
+
+    /// [`Account::roll_weeks`] for the week of `time`, counting an event
+    /// too old for the ring.
+    fn week_slot(&mut self, time: Ts, hits: &mut LimitHits) -> Option<usize> {
+        let i = self.roll_weeks(week_of(time));
+        if i.is_none() {
             hits.too_old_for_window += 1;
         }
-        c
+        i
+    }
+
+    /// Adds one to a support count of the week of `time` (`count` picks
+    /// it from the support part, created if need be).
+    fn count_support(
+        &mut self,
+        time: Ts,
+        hits: &mut LimitHits,
+        count: fn(&mut SupportWeeks) -> &mut [u8; WEEKS],
+    ) {
+        if let Some(i) = self.week_slot(time, hits) {
+            let c = &mut count(&mut self.support_mut().weeks)[i];
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// The counts of `week` (zero if the ring does not hold it).
+    pub fn week(&self, week: i32) -> WeekCell {
+        let Some(i) = self.weeks.held(week) else {
+            return WeekCell::default();
+        };
+        let s = self.support.as_deref().map(|s| &s.weeks);
+        WeekCell {
+            activity: self.weeks.activity[i],
+            wau: self.weeks.wau[i],
+            tickets: s.map_or(0, |s| s.tickets[i]),
+            escalations: s.map_or(0, |s| s.escalations[i]),
+            reopens: s.map_or(0, |s| s.reopens[i]),
+        }
+    }
+
+    /// The [`WEEKS`] weeks ending with `week`, oldest first: element `k`
+    /// is [`Account::week`]`(week - WEEKS + 1 + k)`. For reading several
+    /// windows of the same weeks without looking each week up again.
+    pub fn last_weeks(&self, week: i32) -> [WeekCell; WEEKS] {
+        let first = week - WEEKS as i32 + 1;
+        std::array::from_fn(|k| self.week(first + k as i32))
     }
 
     fn set_mrr(&mut self, day: i32, mrr: u64) {
-        self.mrr_cents = mrr;
         match self.mrr_history.last_mut() {
             Some(last) if last.0 == day => last.1 = mrr,
             _ => {
@@ -905,15 +931,11 @@ impl Account {
                 priority,
             } => {
                 self.tickets_total = self.tickets_total.saturating_add(1);
-                if let Some(c) = self.week_cell(time, hits) {
-                    *c.tickets = c.tickets.saturating_add(1);
-                }
+                self.count_support(time, hits, |s| &mut s.tickets);
                 self.open_ticket(ticket_id, time, *priority, limits, hits);
             }
             EventKind::TicketEscalated { ticket_id } => {
-                if let Some(c) = self.week_cell(time, hits) {
-                    *c.escalations = c.escalations.saturating_add(1);
-                }
+                self.count_support(time, hits, |s| &mut s.escalations);
                 let h = hash32(ticket_id);
                 let open = self.support.as_mut().map(|s| &mut s.open_tickets);
                 if let Some(t) = open.and_then(|o| o.iter_mut().find(|t| t.hash == h)) {
@@ -939,9 +961,7 @@ impl Account {
                 }
             }
             EventKind::TicketReopened { ticket_id } => {
-                if let Some(c) = self.week_cell(time, hits) {
-                    *c.reopens = c.reopens.saturating_add(1);
-                }
+                self.count_support(time, hits, |s| &mut s.reopens);
                 // The priority of a resolved ticket is not kept: a reopened
                 // ticket counts as normal unless it is still open.
                 self.open_ticket(ticket_id, time, Priority::Normal, limits, hits);
@@ -1149,14 +1169,16 @@ mod size_tests {
     }
 
     #[test]
-    fn print_sizes() {
-        eprintln!(
-            "Account {} WeekRing {} AlertState {} Decayed {} Published {}",
-            std::mem::size_of::<Account>(),
-            std::mem::size_of::<WeekRing>(),
-            std::mem::size_of::<AlertState>(),
-            std::mem::size_of::<Decayed>(),
-            std::mem::size_of::<Option<Published>>()
+    fn an_account_fits_its_size_budget() {
+        // Every account pays for every byte of the struct (a megabyte per
+        // byte at a million accounts): 360 bytes until support counts,
+        // the current MRR and the published score's f64 went (BENCHMARKS.md,
+        // "Memory per account"). Growing it should be a decision.
+        let size = std::mem::size_of::<Account>();
+        assert!(
+            size <= 312,
+            "Account is {size} bytes, over its 312-byte budget"
         );
+        assert_eq!(std::mem::size_of::<Option<Published>>(), 16);
     }
 }

@@ -273,7 +273,7 @@ fn take(at: Ts, accounts: &Accounts) -> Cohort {
             break;
         };
         ids.push(i);
-        scores.push(p.score.round().clamp(0.0, 100.0) as u8);
+        scores.push(p.score().round().clamp(0.0, 100.0) as u8);
         bands.push(acc.alert.band.to_u8());
     }
     Cohort {

@@ -904,7 +904,7 @@ impl Partition {
             None => true,
             Some(p) => {
                 p.band != band
-                    || (p.score - score_out).abs() >= rules.publish_min_delta
+                    || (p.score() - score_out).abs() >= rules.publish_min_delta
                     || p.override_set_at != ov_set
                     || p.cancelled != cancelled
                     || p.scorecard != acc.scorecard
@@ -945,7 +945,7 @@ impl Partition {
         }
         if material {
             acc.alert.published = Some(Published {
-                score: score_out,
+                score_tenths: Published::tenths(score_out),
                 band,
                 override_set_at: ov_set,
                 cancelled,

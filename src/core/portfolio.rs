@@ -145,7 +145,7 @@ impl Contribution {
             present,
             band: (present && scored).then_some(acc.alert.band),
             active,
-            mrr_cents: if active { acc.mrr_cents } else { 0 },
+            mrr_cents: if active { acc.mrr_cents() } else { 0 },
             nps: recent(sv.last_nps),
             csat: recent(sv.last_csat),
             ces: recent(sv.last_ces),
@@ -444,7 +444,7 @@ impl Portfolio {
         }
         let active = acc.subscribed_at != NEVER && !acc.is_cancelled();
         let cohort = active && acc.subscribed_at < month_start(month);
-        let old = acc.mrr_cents;
+        let old = acc.mrr_cents();
         let change = |f: &mut MonthFlows, new: u64| {
             if new > old {
                 f.expansion_mrr_cents += new - old;

@@ -260,8 +260,8 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     // The prior window must lie wholly inside the account's life.
     let history = acc.first_seen <= (week - 8) as i64 * 7 * MS_PER_DAY;
     // The weeks read below, w-8..=w, looked up once: `wk(a, b, f)` sums
-    // `f` over weeks w-a..=w-b (the same integers as `acc.weeks.sum`).
-    let cells = acc.weeks.last_weeks(week);
+    // `f` over weeks w-a..=w-b (the same integers as summing `acc.week`).
+    let cells = acc.last_weeks(week);
     let wk = |a: usize, b: usize, f: fn(&super::account::WeekCell) -> u32| -> u32 {
         cells[WEEKS - 1 - a..=WEEKS - 1 - b].iter().map(f).sum()
     };
@@ -364,7 +364,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     v[Factor::FailedPayments as usize] = (20.0 * m.unpaid_failures as f64).min(60.0);
     m.days_overdue = acc.days_overdue(day);
     v[Factor::Overdue as usize] = (m.days_overdue as f64).min(40.0);
-    m.mrr_now = acc.mrr_cents;
+    m.mrr_now = acc.mrr_cents();
     m.mrr_90d = acc.mrr_on(day - 90);
     v[Factor::MrrChange as usize] = if m.mrr_90d > 0 && m.mrr_now < m.mrr_90d {
         let c = (m.mrr_90d - m.mrr_now) as f64 / m.mrr_90d as f64;
