@@ -8,6 +8,11 @@
 
 use std::sync::Arc;
 
+// The allocator the `vitals` binary runs with (src/main.rs), so that the
+// fold is measured as it runs in the service and in `vitals replay`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use vitals::codec::{json, pb, proto};
 use vitals::core::time::MS_PER_DAY;

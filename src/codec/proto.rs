@@ -166,8 +166,7 @@ fn read_raw<'a>(mut buf: &'a [u8], r: &mut RawEvent<'a>) -> Result<(), String> {
         if let Some(slot) = string_slot {
             want(WireType::LengthDelimited)?;
             let s = take_len(&mut buf)?;
-            let s =
-                std::str::from_utf8(s).map_err(|_| format!("field {tag}: string is not UTF-8"))?;
+            let s = utf8(s).ok_or_else(|| format!("field {tag}: string is not UTF-8"))?;
             // proto3 singular strings: empty means unset, as prost reads them
             // and as `raw_of` maps them; optional strings keep "".
             let required = matches!(tag, 1..=4);
@@ -211,6 +210,19 @@ fn read_raw<'a>(mut buf: &'a [u8], r: &mut RawEvent<'a>) -> Result<(), String> {
         skip(&mut buf, tag, wt, 0)?;
     }
     Ok(())
+}
+
+/// `s` as a `str`, if it is UTF-8. Event strings are short and nearly
+/// always ASCII (ids, names, enums), which `is_ascii` checks word by word
+/// where `from_utf8` decodes its way through: 7% of Protobuf decode + fold
+/// went to `from_utf8`.
+fn utf8(s: &[u8]) -> Option<&str> {
+    if s.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(s) })
+    } else {
+        std::str::from_utf8(s).ok()
+    }
 }
 
 fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], String> {

@@ -421,10 +421,10 @@ impl Partition {
     /// taken in microseconds: the accounts are shared copy-on-write (see
     /// [`Accounts`]); the account index, timer queue and duplicate set are
     /// left out (they are rebuilt on restore). Encode it; do not fold it.
-    pub fn snapshot_copy(&self) -> Partition {
+    pub fn snapshot_copy(&mut self) -> Partition {
         Partition {
             model: Arc::clone(&self.model),
-            accounts: self.accounts.clone(),
+            accounts: self.accounts.copy(),
             index: HashTable::new(),
             labels: self.labels.clone(),
             dedup: self.dedup.copy_for_snapshot(),

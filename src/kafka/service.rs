@@ -1299,7 +1299,7 @@ impl Worker {
                     && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs);
                 let due_count = snap.every_records > 0 && since_snapshot >= snap.every_records;
                 if due_time || due_count {
-                    self.snapshot(&fold, &last_cursor, false, &mut snap_writer);
+                    self.snapshot(&mut fold, &last_cursor, false, &mut snap_writer);
                     since_snapshot = 0;
                     last_snapshot = Instant::now();
                 }
@@ -1323,7 +1323,7 @@ impl Worker {
         }
         self.commit(&seq, &mut committed, CommitMode::Sync);
         // Hand-off: the next owner restores from here, replaying nothing.
-        self.snapshot(&fold, &last_cursor, true, &mut snap_writer);
+        self.snapshot(&mut fold, &last_cursor, true, &mut snap_writer);
         Ok(())
     }
 
@@ -1499,7 +1499,7 @@ impl Worker {
     /// thread unless `wait`.
     fn snapshot(
         &self,
-        fold: &FoldWorker,
+        fold: &mut FoldWorker,
         cursor: &str,
         wait: bool,
         writer: &mut Option<JoinHandle<()>>,
@@ -1528,7 +1528,7 @@ impl Worker {
         // The partition stalls only for the copy; encoding and writing
         // happen on the writer thread.
         let copy = fold.part.snapshot_copy();
-        let shadow = fold.shadow.as_ref().map(Partition::snapshot_copy);
+        let shadow = fold.shadow.as_mut().map(Partition::snapshot_copy);
         let stall = start.elapsed();
         metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
         let cursor = cursor.to_string();
