@@ -36,8 +36,8 @@ fn bench(c: &mut Criterion) {
         warmed.apply(e, &mut out);
         out.clear();
     }
-    let js: Vec<Vec<u8>> = timed.iter().map(json::encode).collect();
-    let pbs: Vec<Vec<u8>> = timed.iter().map(proto::encode).collect();
+    let js = Records::new(timed.iter().map(json::encode));
+    let pbs = Records::new(timed.iter().map(proto::encode));
 
     let mut g = c.benchmark_group("decode_fold");
     g.sample_size(10);
@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("json_decode", |b| {
         b.iter(|| {
             let mut n = 0usize;
-            for r in &js {
+            for r in js.iter() {
                 n += json::decode(r).map_or(0, |e| e.id.len());
             }
             n
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
         let mut buf = pb::Event::default();
         b.iter(|| {
             let mut n = 0usize;
-            for r in &pbs {
+            for r in pbs.iter() {
                 n += proto::decode_with(r, &mut buf, |e| e.id.len()).unwrap_or(0);
             }
             n
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
             || warmed.clone(),
             |mut p| {
                 let mut out = Vec::new();
-                for r in &js {
+                for r in js.iter() {
                     if let Ok(e) = json::decode(r) {
                         p.apply(&e, &mut out);
                     }
@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
             |mut p| {
                 let mut out = Vec::new();
                 let mut buf = pb::Event::default();
-                for r in &pbs {
+                for r in pbs.iter() {
                     let _ = proto::decode_with(r, &mut buf, |e| p.apply(&e, &mut out));
                     out.clear();
                 }
@@ -107,6 +107,35 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+}
+
+/// Encoded records back to back in one buffer, as a Kafka fetch response
+/// or a JSONL file holds them. (Each in its own `Vec` — as before
+/// 2026-12-07 — scattered them over the heap by size class, and the miss
+/// on each record's first byte was ~9% of `protobuf_decode_fold`: a cost
+/// of the benchmark's layout, not of decoding.)
+struct Records {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Records {
+    fn new(records: impl Iterator<Item = Vec<u8>>) -> Self {
+        let mut r = Records {
+            buf: Vec::new(),
+            ends: Vec::new(),
+        };
+        for rec in records {
+            r.buf.extend_from_slice(&rec);
+            r.ends.push(r.buf.len());
+        }
+        r
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.buf[a..b])
+    }
 }
 
 criterion_group!(benches, bench);
