@@ -102,7 +102,8 @@ const T0: &str = "2026-01-05T00:00:00Z"; // a Monday
 fn new_account_scores_exactly() {
     // subscription.started only. Factors (docs/MODEL.md):
     //   usage: recency 100 (0 days since first seen), trend/momentum/users 50
-    //          (no history) → 0.2·100 + 0.3·50 + 0.25·50 + 0.25·50 = 60
+    //          (no history), stickiness 50 (no users in 28 days)
+    //          → 0.2·100 + 0.2·50 + 0.2·50 + 0.2·50 + 0.2·50 = 60
     //   adoption: day 0 blends fully to the neutral 50 → 50
     //   support 100, financial 100 (no MRR 90 days ago to compare)
     //   sentiment: priors NPS 7 → 70, CSAT 4 → 75, CES 5 → 66.67:
@@ -143,10 +144,15 @@ fn new_account_scores_exactly() {
 fn usage_trend_momentum_and_active_users() {
     // Weeks are epoch weeks (Thursday-based). First seen in week W-9, then
     // per week: W-8..W-5: 10 activity (one user); W-4..W-3: 5; W-2..W-1: 2.
-    // Evaluated at the start of week W:
-    //   trend    = (5+5+2+2)/(10·4) = 0.35 → 50 + 100·(0.35−1) = −15 → 0
-    //   momentum = mean(2,2)=2 vs mean(10,10,5,5)=7.5 → 0.2667 → −23.3 → 0
+    // Evaluated at the start of week W, with activity_trend_prior k = 10 a
+    // week added to both sides (4k = 40 for the 4-week sums):
+    //   trend    = (5+5+2+2 + 40)/(10·4 + 40) = 54/80 = 0.675
+    //              → 50 + 100·(0.675 − 1) = 17.5   (unsmoothed: 0.35 → 0)
+    //   momentum = (mean(2,2) + 10)/(mean(10,10,5,5) + 10) = 12/17.5
+    //              → 50 + 100·(12/17.5 − 1) = 18.571  (unsmoothed: 0)
     //   users    = 1 per week both windows → 50
+    //   stickiness: u1 was last active 7 days before now's day, outside the
+    //              7-day window (days d−6..d): 0 of 1 → 50 + 100·(0/1 − 1) → 0
     let mut p = part();
     let mut log = Log::new();
     let week = 7 * 86_400_000i64;
@@ -175,9 +181,15 @@ fn usage_trend_momentum_and_active_users() {
     let acc = p.account("a").unwrap();
     let now = w * week;
     let ev = evaluate(acc, now, &Scorecard::default(), &p.model.cfg);
-    close(ev.values[Factor::UsageTrend as usize], 0.0);
-    close(ev.values[Factor::UsageMomentum as usize], 0.0);
+    close(ev.values[Factor::UsageTrend as usize], 17.5);
+    close(
+        ev.values[Factor::UsageMomentum as usize],
+        50.0 + 100.0 * (12.0 / 17.5 - 1.0),
+    );
     close(ev.values[Factor::ActiveUsersTrend as usize], 50.0);
+    close(ev.values[Factor::UserStickiness as usize], 0.0);
+    assert_eq!(ev.measures.active_users_7d, 0);
+    assert_eq!(ev.measures.active_users_28d, 1);
     assert_eq!(ev.measures.activity_recent, 14);
     assert_eq!(ev.measures.activity_prior, 40);
     // Recency: last use 6 days 22 hours before now → (21 − 6.9167)/19·100.
@@ -185,7 +197,8 @@ fn usage_trend_momentum_and_active_users() {
         ev.values[Factor::UsageRecency as usize],
         100.0 * (21.0 - (6.0 + 22.0 / 24.0)) / 19.0,
     );
-    // Halve the drop: W-4..W-1 at 8 → trend 32/40 = 0.8 → 30.
+    // A smaller drop: W-4..W-1 at 8 → trend (32 + 40)/(40 + 40) = 0.9 → 40
+    // (unsmoothed 32/40 = 0.8 → 30).
     let mut p2 = part();
     let mut log2 = Log::new();
     log2.add(
@@ -210,12 +223,62 @@ fn usage_trend_momentum_and_active_users() {
         &Scorecard::default(),
         &p2.model.cfg,
     );
-    close(ev2.values[Factor::UsageTrend as usize], 30.0);
-    // momentum: 8 vs mean(10,10,8,8)=9 → 50 + 100·(8/9 − 1) = 38.889
+    close(ev2.values[Factor::UsageTrend as usize], 40.0);
+    // momentum: (8 + 10) vs (mean(10,10,8,8) + 10) = 18/19
+    //   → 50 + 100·(18/19 − 1) = 44.737
     close(
         ev2.values[Factor::UsageMomentum as usize],
+        50.0 + 100.0 * (18.0 / 19.0 - 1.0),
+    );
+    // With the prior turned off the raw ratios come back: 0.8 → 30 and
+    // 8 vs 9 → 38.889.
+    let mut raw = p2.model.cfg.clone();
+    raw.factors.activity_trend_prior = 0.0;
+    let ev3 = evaluate(p2.account("a").unwrap(), now, &Scorecard::default(), &raw);
+    close(ev3.values[Factor::UsageTrend as usize], 30.0);
+    close(
+        ev3.values[Factor::UsageMomentum as usize],
         50.0 + 100.0 * (8.0 / 9.0 - 1.0),
     );
+}
+
+#[test]
+fn user_stickiness_counts_the_months_users_seen_this_week() {
+    // Four users, each last seen on a different day before `now` (day d):
+    // u1 on d, u2 on d−6 (both inside the 7-day window d−6..d), u3 on d−7,
+    // u4 on d−27 (inside 28 days only), u5 on d−28 (outside both).
+    //   stickiness = trend(7-day users, 28-day users) = trend(2, 4)
+    //              = 50 + 100·(2/4 − 1) = 0; with u3 on d−6 instead:
+    //              trend(3, 4) = 50 + 100·(3/4 − 1) = 25.
+    let now = t("2026-03-01T12:00:00Z");
+    let day = 86_400_000i64;
+    for (u3_days_ago, expected) in [(7, 0.0), (6, 25.0)] {
+        let mut p = part();
+        let mut log = Log::new();
+        for (u, ago) in [
+            ("u5", 28),
+            ("u4", 27),
+            ("u3", u3_days_ago),
+            ("u2", 6),
+            ("u1", 0),
+        ] {
+            log.add(
+                "a",
+                "usage.login",
+                &timefmt::format(now - ago * day),
+                &format!(r#""user_id":"{u}""#),
+            );
+        }
+        fold_in_time_order(&mut p, &log.lines);
+        let ev = evaluate(
+            p.account("a").unwrap(),
+            now,
+            &Scorecard::default(),
+            &p.model.cfg,
+        );
+        assert_eq!(ev.measures.active_users_28d, 4);
+        close(ev.values[Factor::UserStickiness as usize], expected);
+    }
 }
 
 #[test]
@@ -424,17 +487,17 @@ fn sentiment_decays_toward_the_prior() {
 
 #[test]
 fn bands_have_hysteresis() {
-    let sc = Scorecard::default(); // at_risk < 58, healthy ≥ 70, hysteresis 5
-    assert_eq!(next_band(None, 57.9, false, &sc), Band::AtRisk);
-    assert_eq!(next_band(None, 58.0, false, &sc), Band::Neutral);
+    let sc = Scorecard::default(); // at_risk < 59, healthy ≥ 70, hysteresis 5
+    assert_eq!(next_band(None, 58.9, false, &sc), Band::AtRisk);
+    assert_eq!(next_band(None, 59.0, false, &sc), Band::Neutral);
     assert_eq!(next_band(None, 70.0, false, &sc), Band::Healthy);
-    // Leaving at_risk needs 63.
+    // Leaving at_risk needs 64.
     assert_eq!(
-        next_band(Some(Band::AtRisk), 62.9, false, &sc),
+        next_band(Some(Band::AtRisk), 63.9, false, &sc),
         Band::AtRisk
     );
     assert_eq!(
-        next_band(Some(Band::AtRisk), 63.0, false, &sc),
+        next_band(Some(Band::AtRisk), 64.0, false, &sc),
         Band::Neutral
     );
     assert_eq!(
@@ -451,7 +514,7 @@ fn bands_have_hysteresis() {
         Band::Neutral
     );
     assert_eq!(
-        next_band(Some(Band::Healthy), 57.0, false, &sc),
+        next_band(Some(Band::Healthy), 58.9, false, &sc),
         Band::AtRisk
     );
     assert_eq!(
@@ -513,7 +576,34 @@ fn silence_is_flagged_by_a_timer_without_any_event_of_its_own() {
     assert_eq!(first_risk.reason, "silent");
     assert_eq!(first_risk.time, due);
     assert_eq!(first_risk.caused_by, CausedBy::Timer(due));
-    assert_eq!(first_risk.previous_band, Band::Healthy);
+    // Before the trigger the score has slid from healthy to neutral. Other
+    // components are constant: adoption 100 (5 of 5 seats, 8 features),
+    // support 100, financial 100, sentiment 70.833 (priors), lifecycle 75
+    // (3 milestones, < 90 days) → 45 + 7.0833 + 3.75 = 55.8333 + 0.4·usage.
+    // In week W = days 77..83 (weeks start on day 0, a Thursday): activity
+    // 70 a week through day 69, WAU 5; recent 4 weeks 210 vs prior 280,
+    // smoothed (210+40)/(280+40) → 28.125; momentum (35+10)/(70+10) → 6.25;
+    // WAU 3.75 vs 5 → 25; stickiness 0 of 5 users in 7 days → 0.
+    // Day 78 13:00 (9 days silent): recency 100·12/19 = 63.158 → usage
+    // 12.632 + 0.2·(28.125 + 6.25 + 25 + 0) = 24.507 → score 65.636, healthy.
+    // Day 81 13:00 (12 days): recency 100·9/19 → usage 21.349 → 64.373
+    // < 65 → neutral; any re-score in the 3 days before the trigger (a
+    // timer every 72 h) is ≤ 64.79 (11 days).
+    let quiet_acc = p.account("quiet").unwrap();
+    let score_at = |d: i64| {
+        let now = t("2026-01-01T00:00:00Z") + d * 86_400_000 + 13 * 3_600_000;
+        evaluate(quiet_acc, now, &Scorecard::default(), &p.model.cfg).score
+    };
+    close(
+        score_at(78),
+        55.0 + 5.0 / 6.0 + 0.4 * (0.2 * 1200.0 / 19.0 + 11.875),
+    );
+    close(
+        score_at(81),
+        55.0 + 5.0 / 6.0 + 0.4 * (0.2 * 900.0 / 19.0 + 11.875),
+    );
+    assert!(score_at(81) < 65.0 && score_at(78) >= 65.0);
+    assert_eq!(first_risk.previous_band, Band::Neutral);
     assert!(first_risk.alert_id.starts_with("at_risk-"));
     // One slide into risk is one alert: nothing more for "quiet".
     assert_eq!(

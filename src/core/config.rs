@@ -63,7 +63,7 @@ pub struct Bands {
 impl Default for Bands {
     fn default() -> Self {
         Bands {
-            at_risk_below: 58.0,
+            at_risk_below: 59.0,
             healthy_at: 70.0,
             hysteresis: 5.0,
         }
@@ -144,6 +144,10 @@ pub struct Factors {
     pub survey_half_life_days: f64,
     /// Weight of the prior in the decayed survey means (in answers).
     pub survey_prior_weight: f64,
+    /// Activity added to each week of both windows before `usage_trend`
+    /// and `usage_momentum` compare them: a small account's weekly counts
+    /// are noisy, so its ratios are shrunk toward flat.
+    pub activity_trend_prior: f64,
 }
 
 impl Default for Factors {
@@ -154,6 +158,7 @@ impl Default for Factors {
             inactivity_days: 21,
             survey_half_life_days: 90.0,
             survey_prior_weight: 1.0,
+            activity_trend_prior: 10.0,
         }
     }
 }
@@ -337,6 +342,9 @@ impl ModelConfig {
         }
         if f.survey_prior_weight.is_nan() || f.survey_prior_weight <= 0.0 {
             p.push("model.factors.survey_prior_weight: must be > 0".into());
+        }
+        if f.activity_trend_prior.is_nan() || f.activity_trend_prior < 0.0 {
+            p.push("model.factors.activity_trend_prior: must be ≥ 0".into());
         }
         if self.monitor.horizon_days == 0 {
             p.push("model.monitor.horizon_days: must be ≥ 1".into());

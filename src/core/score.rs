@@ -42,6 +42,7 @@ pub enum Factor {
     UsageTrend,
     UsageMomentum,
     ActiveUsersTrend,
+    UserStickiness,
     SeatUtilisation,
     FeatureBreadth,
     OpenTickets,
@@ -60,7 +61,7 @@ pub enum Factor {
     Onboarding,
 }
 
-pub const FACTORS: usize = 20;
+pub const FACTORS: usize = 21;
 
 /// How a factor enters its component.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +78,7 @@ impl Factor {
         Factor::UsageTrend,
         Factor::UsageMomentum,
         Factor::ActiveUsersTrend,
+        Factor::UserStickiness,
         Factor::SeatUtilisation,
         Factor::FeatureBreadth,
         Factor::OpenTickets,
@@ -101,6 +103,7 @@ impl Factor {
             Factor::UsageTrend => "usage_trend",
             Factor::UsageMomentum => "usage_momentum",
             Factor::ActiveUsersTrend => "active_users_trend",
+            Factor::UserStickiness => "user_stickiness",
             Factor::SeatUtilisation => "seat_utilisation",
             Factor::FeatureBreadth => "feature_breadth",
             Factor::OpenTickets => "open_tickets",
@@ -123,7 +126,9 @@ impl Factor {
     pub fn component(self) -> Component {
         use Factor::*;
         match self {
-            UsageRecency | UsageTrend | UsageMomentum | ActiveUsersTrend => Component::Usage,
+            UsageRecency | UsageTrend | UsageMomentum | ActiveUsersTrend | UserStickiness => {
+                Component::Usage
+            }
             SeatUtilisation | FeatureBreadth => Component::Adoption,
             OpenTickets | Escalations | Reopens | TicketVolume | ResolutionTime | TicketCsat => {
                 Component::Support
@@ -138,9 +143,10 @@ impl Factor {
         use Factor::*;
         match self {
             UsageRecency => Form::Share(0.2, 100.0),
-            UsageTrend => Form::Share(0.3, 50.0),
-            UsageMomentum => Form::Share(0.25, 50.0),
-            ActiveUsersTrend => Form::Share(0.25, 50.0),
+            UsageTrend => Form::Share(0.2, 50.0),
+            UsageMomentum => Form::Share(0.2, 50.0),
+            ActiveUsersTrend => Form::Share(0.2, 50.0),
+            UserStickiness => Form::Share(0.2, 50.0),
             SeatUtilisation => Form::Share(0.6, 50.0),
             FeatureBreadth => Form::Share(0.4, 50.0),
             Nps => Form::Share(0.5, 70.0),
@@ -236,6 +242,16 @@ pub fn trend_value(recent: f64, prior: f64) -> f64 {
     clamp100(50.0 + 100.0 * (recent / prior - 1.0))
 }
 
+/// [`trend_value`] with `k` added to both sides once there is a prior to
+/// compare with: small counts are noisy (4 logins against 8 is as likely
+/// chance as a halving), so their ratio is shrunk toward flat.
+pub fn smoothed_trend(recent: f64, prior: f64, k: f64) -> f64 {
+    if prior <= 0.0 {
+        return 50.0;
+    }
+    trend_value(recent + k, prior + k)
+}
+
 /// Scores `acc` as of `now` with scorecard `sc`. Pure.
 pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Evaluation {
     let f = &cfg.factors;
@@ -268,8 +284,10 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     // Complete weeks only: recent = weeks w-4..w-1, prior = w-8..w-5.
     m.activity_recent = wk(4, 1, |c| c.activity);
     m.activity_prior = wk(8, 5, |c| c.activity);
+    // Smoothed by `activity_trend_prior` per week (4 weeks a window).
+    let k = f.activity_trend_prior;
     v[Factor::UsageTrend as usize] = if history {
-        trend_value(m.activity_recent as f64, m.activity_prior as f64)
+        smoothed_trend(m.activity_recent as f64, m.activity_prior as f64, 4.0 * k)
     } else {
         50.0
     };
@@ -277,7 +295,7 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
     m.momentum_prior = wk(6, 3, |c| c.activity) as f64 / 4.0;
     let momentum_history = acc.first_seen <= (week - 6) as i64 * 7 * MS_PER_DAY;
     v[Factor::UsageMomentum as usize] = if momentum_history {
-        trend_value(m.momentum_recent, m.momentum_prior)
+        smoothed_trend(m.momentum_recent, m.momentum_prior, k)
     } else {
         50.0
     };
@@ -289,8 +307,13 @@ pub fn evaluate(acc: &Account, now: Ts, sc: &Scorecard, cfg: &ModelConfig) -> Ev
         50.0
     };
 
-    // --- adoption ---
+    // The month's active users still active this week: 50 when all are,
+    // 0 when half or fewer are (users drifting away before usage falls).
     (m.active_users_28d, m.active_users_7d) = acc.active_users_since2(day - 27, day - 6);
+    v[Factor::UserStickiness as usize] =
+        trend_value(m.active_users_7d as f64, m.active_users_28d as f64);
+
+    // --- adoption ---
     m.seats = acc.seats_licensed;
     v[Factor::SeatUtilisation as usize] = if acc.seats_licensed == 0 {
         50.0
@@ -581,6 +604,16 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
                     p.abs(),
                     m.wau_recent,
                     m.wau_prior
+                )
+            }
+        }
+        Factor::UserStickiness => {
+            if m.active_users_28d == 0 {
+                "no active users in 28 days".into()
+            } else {
+                format!(
+                    "{} of the {} users active in 28 days active in the last 7",
+                    m.active_users_7d, m.active_users_28d
                 )
             }
         }
