@@ -129,6 +129,51 @@ impl Accounts {
         self.chunks.get(i >> SHIFT)?.accounts().get(i & (CHUNK - 1))
     }
 
+    /// Asks the processor to fetch account `i` into the cache (a hint: no
+    /// effect on what any code reads; nothing on other architectures).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(a) = self.get(i) {
+            let p = (a as *const Account).cast::<i8>();
+            let lines = std::mem::size_of::<Account>().div_ceil(64);
+            for l in 0..lines {
+                // SAFETY: prefetching is a hint that never faults, and the
+                // addresses lie inside the account.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(l * 64));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
+    /// Asks for the first two cache lines of account `i`'s users and
+    /// features (read by every usage event), once the account itself is
+    /// in the cache.
+    #[inline]
+    pub fn prefetch_usage(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(a) = self.get(i) {
+            for p in [
+                a.users.as_ptr().cast::<i8>(),
+                a.features.as_ptr().cast::<i8>(),
+            ] {
+                // SAFETY: a hint that never faults (the second line may lie
+                // past a short vector's end: still no fault, no read).
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>(p);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
     /// The account, its chunk taken back first if a copy shared it.
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Account> {
         let chunk = self.chunks.get_mut(i >> SHIFT)?;
