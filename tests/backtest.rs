@@ -358,7 +358,7 @@ fn backtest_command_every_horizon_and_compare() {
             .map(|d| ts(*d))
             .collect::<Vec<_>>()
     );
-    assert!(r["model"].as_str().unwrap().starts_with("default-1+"));
+    assert!(r["model"].as_str().unwrap().starts_with("default-2+"));
     assert!(r["compare"]["model"]
         .as_str()
         .unwrap()

@@ -278,7 +278,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            version: "default-1".into(),
+            version: "default-2".into(),
             allowed_lateness_secs: 3600,
             scorecard: Scorecard::default(),
             segments: BTreeMap::new(),
