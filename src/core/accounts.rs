@@ -64,8 +64,10 @@ impl Chunk {
 }
 
 /// The accounts of a partition; index = arrival order. Every chunk but
-/// the last holds exactly [`CHUNK`] accounts. `clone` copies every
-/// account; [`Accounts::copy`] is the cheap copy a snapshot takes.
+/// the last holds exactly [`CHUNK`] accounts. `clone` copies the owned
+/// chunks and shares those a snapshot copy already shares (a write to
+/// either side copies the chunk first); [`Accounts::copy`] is the cheap
+/// copy a snapshot takes, sharing every chunk.
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
     chunks: Vec<Chunk>,
@@ -276,7 +278,10 @@ mod tests {
         );
         let deep = a.clone();
         assert_eq!(deep, a);
-        assert!(!std::ptr::eq(&deep[8], &a[8]), "clone copies every account");
+        assert!(
+            !std::ptr::eq(&deep[8], &a[8]),
+            "clone copies an owned chunk"
+        );
         assert!(a.get(3 * CHUNK + 5).is_none());
         assert!(a.get_mut(3 * CHUNK + 5).is_none());
         assert_eq!(a.iter().count(), a.len());

@@ -161,6 +161,8 @@ pub struct Dedup {
     /// removed yet. Swept long before `forgotten` could wrap around to
     /// them.
     stale: u32,
+    /// Sweeps so far (for tests).
+    sweeps: u64,
 }
 
 impl PartialEq for Dedup {
@@ -178,6 +180,7 @@ impl Dedup {
             index: HashTable::new(),
             forgotten: 0,
             stale: 0,
+            sweeps: 0,
         };
         d.index.reserve(d.order.len(), |_| 0);
         let order = &d.order;
@@ -196,6 +199,7 @@ impl Dedup {
             index: HashTable::new(),
             forgotten: 0,
             stale: 0,
+            sweeps: 0,
         }
     }
 
@@ -210,6 +214,14 @@ impl Dedup {
     fn insert(&mut self, key: u64, time: Ts) -> bool {
         if self.stale > 0 && self.index.len() >= self.index.capacity() {
             self.sweep();
+            // The sweep may leave tombstones that give no room back: make
+            // room for as many stale entries as the next sweep allows, so
+            // the table is rehashed (or grown) now, with only live
+            // entries, instead of swept again a few keys later.
+            let (order, forgotten) = (&self.order, self.forgotten);
+            self.index.reserve((order.len() / 2).max(4096) + 1, |&s| {
+                Self::at(order, forgotten, s).unwrap_or(0)
+            });
         }
         let (order, forgotten) = (&self.order, self.forgotten);
         let entry = self.index.entry(
@@ -247,6 +259,7 @@ impl Dedup {
         self.index
             .retain(|s| (s.wrapping_sub(forgotten) as usize) < live);
         self.stale = 0;
+        self.sweeps += 1;
     }
 
     /// Entries in the index, stale ones included (for tests).
@@ -1349,5 +1362,32 @@ mod dedup_tests {
         assert_eq!(d.order.len() as u64, window);
         assert!(most <= 60_001, "index held {most} entries");
         assert!(d.insert(key(300_000 - window - 1), 0), "forgotten, so new");
+    }
+
+    /// Whatever the window — below the 4,096 floor, or filling the table
+    /// nearly to its capacity — a sweep happens at most once per half a
+    /// window of forgotten keys (plus the few a growing table causes):
+    /// a sweep that frees no room is followed by a rehash, not by another
+    /// sweep a few keys later.
+    #[test]
+    fn sweeps_stay_rare_at_any_window() {
+        let key = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
+        for window in [100u64, 3_000, 3_500, 6_000, 7_000, 14_000, 28_000, 29_000] {
+            let mut d = Dedup::default();
+            let n = 200_000u64;
+            for i in 0..n {
+                assert!(d.insert(key(i), 0));
+                if i >= window {
+                    d.pop_front();
+                }
+            }
+            let per = (window / 2).max(4096);
+            let bound = (n - window) / per + 12;
+            assert!(
+                d.sweeps <= bound,
+                "window {window}: {} sweeps, at most {bound}",
+                d.sweeps
+            );
+        }
     }
 }
