@@ -23,6 +23,21 @@ const SHIFT: usize = 8;
 /// Accounts per chunk.
 pub const CHUNK: usize = 1 << SHIFT;
 
+/// Asks the processor to fetch the cache line holding `p` (a hint: it
+/// never faults and reads nothing, so `p` may lie past an allocation's
+/// end; nothing on other architectures).
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` is a hint that never faults, for any address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// One chunk: owned, or shared with a snapshot copy.
 #[derive(Debug, Clone)]
 enum Chunk {
@@ -132,24 +147,15 @@ impl Accounts {
     }
 
     /// Asks the processor to fetch account `i` into the cache (a hint: no
-    /// effect on what any code reads; nothing on other architectures).
+    /// effect on what any code reads).
     #[inline]
     pub fn prefetch(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.get(i) {
-            let p = (a as *const Account).cast::<i8>();
-            let lines = std::mem::size_of::<Account>().div_ceil(64);
-            for l in 0..lines {
-                // SAFETY: prefetching is a hint that never faults, and the
-                // addresses lie inside the account.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(l * 64));
-                }
+            let p = (a as *const Account).cast::<u8>();
+            for l in 0..std::mem::size_of::<Account>().div_ceil(64) {
+                prefetch_line(p.wrapping_add(l * 64));
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
 
     /// Asks for the first two cache lines of account `i`'s users and
@@ -157,23 +163,15 @@ impl Accounts {
     /// in the cache.
     #[inline]
     pub fn prefetch_usage(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.get(i) {
             for p in [
-                a.users.as_ptr().cast::<i8>(),
-                a.features.as_ptr().cast::<i8>(),
+                a.users.as_ptr().cast::<u8>(),
+                a.features.as_ptr().cast::<u8>(),
             ] {
-                // SAFETY: a hint that never faults (the second line may lie
-                // past a short vector's end: still no fault, no read).
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    _mm_prefetch::<_MM_HINT_T0>(p);
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-                }
+                prefetch_line(p);
+                prefetch_line(p.wrapping_add(64));
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
 
     /// The account, its chunk taken back first if a copy shared it.

@@ -261,12 +261,6 @@ impl Dedup {
         self.stale = 0;
         self.sweeps += 1;
     }
-
-    /// Entries in the index, stale ones included (for tests).
-    #[cfg(test)]
-    fn index_len(&self) -> usize {
-        self.index.len()
-    }
 }
 
 /// The resolved model: scorecards by index and the version string.
@@ -674,7 +668,8 @@ impl Partition {
             self.stats.events[ti][Outcome::Duplicate as usize] += 1;
             return Outcome::Duplicate;
         }
-        if let (Some(i), EventKind::Login { .. } | EventKind::Feature { .. }) = (found, &ev.kind) {
+        let usage = matches!(ev.kind, EventKind::Login { .. } | EventKind::Feature { .. });
+        if let (Some(i), true) = (found, usage) {
             self.accounts.prefetch_usage(i);
         }
         let outcome = if self.max_time != NEVER && ev.time < self.watermark() {
@@ -694,7 +689,6 @@ impl Partition {
         self.fire_own(idx, ev.time, out);
         // Usage changes nothing the portfolio reads except through the
         // score (handled in `score`).
-        let usage = matches!(ev.kind, EventKind::Login { .. } | EventKind::Feature { .. });
         let before = (!usage).then(|| Contribution::of(&self.accounts[idx]));
 
         let max_labels = self.model.cfg.limits.max_labels;
@@ -1331,13 +1325,13 @@ mod dedup_tests {
                 d.pop_front();
             }
             assert!(d.order.iter().eq(order.iter()));
-            assert!(d.index_len() <= set.len() + 4097, "stale entries are swept");
+            assert!(d.index.len() <= set.len() + 4097, "stale entries are swept");
             if step % 5000 == 4999 {
                 d = Dedup::from_order(d.order.clone());
             }
         }
         d.sweep();
-        assert_eq!(d.index_len(), set.len());
+        assert_eq!(d.index.len(), set.len());
     }
 
     /// A sliding window of 40,000 distinct keys over 300,000: forgotten
@@ -1357,7 +1351,7 @@ mod dedup_tests {
                 // The key just forgotten is new again; the oldest kept is not.
                 assert!(!d.insert(key(i - window + 1), 0));
             }
-            most = most.max(d.index_len());
+            most = most.max(d.index.len());
         }
         assert_eq!(d.order.len() as u64, window);
         assert!(most <= 60_001, "index held {most} entries");
