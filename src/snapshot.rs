@@ -32,8 +32,10 @@
 //! that scorecard; one without skips it.
 //!
 //! Format evolution (version 1 held the state unframed, after its length;
-//! version 2 frames it): a file whose `version` is not [`VERSION`], or whose
-//! state format or model id differs from this build's, is *rejected with a
+//! version 2 frames it): a file whose `version` is not [`VERSION`], whose
+//! state format this build does not read (it reads formats
+//! [`state::OLDEST_FORMAT`] to [`state::FORMAT`]: 5 is 4 in fewer bytes),
+//! or whose model id differs from this build's, is *rejected with a
 //! message* and recovery falls back to an older snapshot, then to a full
 //! replay of the log — never to empty state. The log is the source of
 //! truth; a snapshot is only a shortcut, so rejecting one costs time, not
