@@ -793,7 +793,12 @@ impl<'a> StateWriter<'a> {
 /// Appends the accounts of `range` as `accounts` fields.
 fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
     let mut s = pb::AccountState::default();
+    // How many accounts ahead their parts are asked for: a cache miss
+    // outlasts encoding an account or two.
+    const AHEAD: usize = 8;
     for i in range {
+        p.accounts.prefetch_parts(i + AHEAD);
+        p.accounts.prefetch_tickets(i + AHEAD / 2);
         account_into(&p.accounts[i], &mut s);
         // Key, length and message, the length computed once.
         prost::encoding::message::encode(ACCOUNTS_FIELD, &s, out);
