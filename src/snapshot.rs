@@ -425,15 +425,26 @@ pub fn parse(bytes: &[u8]) -> Result<Meta, SnapshotError> {
 
 /// [`parse`] of a snapshot of `size` bytes read from `r`.
 pub fn parse_from(r: impl Read, size: u64) -> Result<Meta, SnapshotError> {
+    parse_with_format(r, size).map(|(m, _)| m)
+}
+
+/// [`parse_from`], and the state format of the live state (read from the
+/// state's first frame; `None` if that frame does not say).
+fn parse_with_format(r: impl Read, size: u64) -> Result<(Meta, Option<u32>), SnapshotError> {
     read(r, size, |src, meta| {
-        src.skip_state()?;
+        let mut header = Vec::new();
+        let format = if src.frame(&mut header)? {
+            src.skip_state()?;
+            state::format_of(&header)
+        } else {
+            None
+        };
         shadow_id(src, meta)?;
         if meta.shadow_model.is_some() {
             src.skip_state()?;
         }
-        Ok(())
+        Ok(format)
     })
-    .map(|(m, ())| m)
 }
 
 /// Decodes a snapshot into the partition state to fold on with `model`.
@@ -709,28 +720,43 @@ pub struct Inspection {
     pub error: Option<String>,
     #[serde(flatten)]
     pub meta: Option<Meta>,
+    /// The live state's format ([`state::FORMAT`] when this build wrote
+    /// it; [`state::OLDEST_FORMAT`] and up are read).
+    pub state_format: Option<u32>,
 }
 
 /// Reads a snapshot file's metadata and checks it.
 pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     let f = io(path, File::open(path))?;
     let size = io(path, f.metadata())?.len();
-    let r = parse_from(std::io::BufReader::with_capacity(1 << 20, f), size);
-    Ok(inspection(path.display().to_string(), size, r))
+    let r = parse_with_format(std::io::BufReader::with_capacity(1 << 20, f), size);
+    Ok(inspection_with(path.display().to_string(), size, r))
 }
 
 /// A snapshot's metadata and checks, from its bytes (`path` names it:
 /// a file, or a store's snapshot).
 pub fn inspect_bytes(path: String, bytes: &[u8]) -> Inspection {
-    inspection(path, bytes.len() as u64, parse(bytes))
+    inspection_with(
+        path,
+        bytes.len() as u64,
+        parse_with_format(bytes, bytes.len() as u64),
+    )
 }
 
 /// What `vitals snapshot inspect` prints of a snapshot that could not be
 /// read or parsed.
 pub fn inspection(path: String, size_bytes: u64, r: Result<Meta, SnapshotError>) -> Inspection {
-    let (meta, error) = match r {
-        Ok(m) => (Some(m), None),
-        Err(e) => (None, Some(e)),
+    inspection_with(path, size_bytes, r.map(|m| (m, None)))
+}
+
+fn inspection_with(
+    path: String,
+    size_bytes: u64,
+    r: Result<(Meta, Option<u32>), SnapshotError>,
+) -> Inspection {
+    let (meta, state_format, error) = match r {
+        Ok((m, f)) => (Some(m), f, None),
+        Err(e) => (None, None, Some(e)),
     };
     Inspection {
         path,
@@ -738,5 +764,6 @@ pub fn inspection(path: String, size_bytes: u64, r: Result<Meta, SnapshotError>)
         checksum_ok: !matches!(error, Some(SnapshotError::Checksum)),
         error: error.map(|e| e.to_string()),
         meta,
+        state_format,
     }
 }

@@ -236,6 +236,7 @@ fn inspect_prints_metadata_and_flags_corruption() {
     assert_eq!(v["next_offset"], 77);
     assert_eq!(v["accounts"], 40);
     assert_eq!(v["version"], VERSION);
+    assert_eq!(v["state_format"], vitals::codec::state::FORMAT);
     assert_eq!(v["checksum_ok"], true);
     assert_eq!(v["size_bytes"], std::fs::metadata(&path).unwrap().len());
     let mut b = std::fs::read(&path).unwrap();
