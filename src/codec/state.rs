@@ -363,27 +363,30 @@ fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
 }
 
 /// Days as format 5 writes them (`base - back`, see [`days_back`]), or as
-/// format 4 did (`whole`); `n` of them. A state holds one form or the other.
-fn days_of(
-    whole: &[i32],
+/// format 4 did (`whole`); `n` of them, checked, then read without an
+/// allocation. A state holds one form or the other.
+fn days_of<'s>(
+    whole: &'s [i32],
     base: i32,
-    back: &[u32],
+    back: &'s [u32],
     n: usize,
     f: &'static str,
-) -> Result<Vec<i32>, StateError> {
+) -> Result<impl Iterator<Item = i32> + 's, StateError> {
+    let from_back = move |b: u32| i32::try_from(i64::from(base) - i64::from(b)).ok();
     if whole.is_empty() && back.len() == n {
-        back.iter()
-            .map(|&b| {
-                let d = i64::from(base) - i64::from(b);
-                day(i32::try_from(d).map_err(|_| StateError::Malformed(f))?, f)
-            })
-            .collect()
+        back.iter().try_for_each(|&b| {
+            let d = from_back(b).ok_or(StateError::Malformed(f))?;
+            day(d, f).map(drop)
+        })?;
     } else if back.is_empty() && whole.len() == n {
         all_days(whole, f)?;
-        Ok(whole.to_vec())
     } else {
-        Err(StateError::Malformed(f))
+        return Err(StateError::Malformed(f));
     }
+    Ok((0..n).map(move |k| match whole.get(k) {
+        Some(&d) => d,
+        None => from_back(back[k]).unwrap_or_default(),
+    }))
 }
 
 /// A week column: nine cells, or none when all are 0 (format 5).
@@ -1241,7 +1244,7 @@ fn decode_framed_on<E: From<StateError>>(
 /// The partition of a decoded header (every field but the accounts) and
 /// its decoded accounts.
 fn assemble(
-    s: pb::PartitionState,
+    mut s: pb::PartitionState,
     decoded: Decoded,
     model: Arc<Model>,
 ) -> Result<Partition, StateError> {
@@ -1266,7 +1269,7 @@ fn assemble(
         s.dedup_time
             .iter()
             .try_for_each(|&t| ts(t, "dedup_time").map(drop))?;
-        s.dedup_time.clone()
+        std::mem::take(&mut s.dedup_time)
     } else {
         return Err(StateError::Malformed("dedup_time"));
     };
@@ -1443,17 +1446,8 @@ mod tests {
     /// order is valid Protobuf) decodes the same.
     #[test]
     fn threads_and_field_order_change_nothing() {
-        let model = Arc::new(Model::new(ModelConfig::default()));
-        let mut p = Partition::new(Arc::clone(&model));
-        let mut out = Vec::new();
-        for ev in generate(&SimOptions {
-            accounts: 300,
-            days: 40,
-            seed: 5,
-            ..Default::default()
-        }) {
-            p.apply(&ev, &mut out);
-        }
+        let p = folded(300, 40, 5);
+        let model = Arc::clone(&p.model);
         let streamed = |threads: usize, framed: bool| {
             let w = StateWriter::on(&p, threads, 7);
             let mut out = Vec::new();
@@ -1536,7 +1530,8 @@ mod tests {
         assert!(back == p);
         assert_eq!(encode(&back), one);
     }
-    /// A partition folded with tickets, surveys, payments and overrides.
+
+    /// A partition folded from a simulated log.
     fn folded(accounts: u32, days: u32, seed: u64) -> Partition {
         let model = Arc::new(Model::new(ModelConfig::default()));
         let mut p = Partition::new(model);

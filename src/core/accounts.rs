@@ -38,6 +38,20 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// [`prefetch_line`] of the two cache lines from `p` on.
+#[inline]
+fn prefetch_two(p: *const u8) {
+    prefetch_line(p);
+    prefetch_line(p.wrapping_add(64));
+}
+
+/// Asks for the first two cache lines of `a`'s users and features.
+#[inline]
+fn prefetch_usage_of(a: &Account) {
+    prefetch_two(a.users.as_ptr().cast::<u8>());
+    prefetch_two(a.features.as_ptr().cast::<u8>());
+}
+
 /// One chunk: owned, or shared with a snapshot copy.
 #[derive(Debug, Clone)]
 enum Chunk {
@@ -164,13 +178,7 @@ impl Accounts {
     #[inline]
     pub fn prefetch_usage(&self, i: usize) {
         if let Some(a) = self.get(i) {
-            for p in [
-                a.users.as_ptr().cast::<u8>(),
-                a.features.as_ptr().cast::<u8>(),
-            ] {
-                prefetch_line(p);
-                prefetch_line(p.wrapping_add(64));
-            }
+            prefetch_usage_of(a);
         }
     }
 
@@ -182,24 +190,14 @@ impl Accounts {
     #[inline]
     pub fn prefetch_parts(&self, i: usize) {
         if let Some(a) = self.get(i) {
-            for p in [
-                a.users.as_ptr().cast::<u8>(),
-                a.features.as_ptr().cast::<u8>(),
-            ] {
-                prefetch_line(p);
-                prefetch_line(p.wrapping_add(64));
-            }
+            prefetch_usage_of(a);
             prefetch_line(a.mrr_history.as_ptr().cast::<u8>());
             prefetch_line(a.unpaid.as_ptr().cast::<u8>());
             if let Some(s) = a.support.as_deref() {
-                let p = (s as *const Support).cast::<u8>();
-                prefetch_line(p);
-                prefetch_line(p.wrapping_add(64));
+                prefetch_two((s as *const Support).cast::<u8>());
             }
             if let Some(s) = a.surveys.as_deref() {
-                let p = (s as *const Surveys).cast::<u8>();
-                prefetch_line(p);
-                prefetch_line(p.wrapping_add(64));
+                prefetch_two((s as *const Surveys).cast::<u8>());
             }
         }
     }
