@@ -131,9 +131,11 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         text.matches("partition restored").count() > P as usize,
         "{text}"
     );
-    // With snapshots on disk, the restart loaded them and replayed only
-    // the log's tail.
-    if snapshots_at_last_start > 0 {
+    // With an intact snapshot on disk, the restart loaded it and replayed
+    // only the log's tail. (The corrupted file may have been the only one:
+    // a loaded machine can reach the second kill before any other
+    // partition wrote a snapshot; then every partition replays its log.)
+    if snapshots_at_last_start > usize::from(corrupted) {
         assert!(text.contains("restored from snapshot"), "{text}");
     }
     if corrupted {
