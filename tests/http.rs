@@ -1294,8 +1294,8 @@ async fn oversize_requests_and_page_sizes_are_refused() {
     assert_eq!(send(addr, "GET", "/healthz", &ok).await.status, 200);
 
     // A body is never read nor waited for: a claimed 1 GiB that never
-    // comes still gets its answer at once, and a POST of 2 MiB is refused.
-    let started = std::time::Instant::now();
+    // comes still gets its answer (a server waiting for it would leave the
+    // client's read to time out), and a POST of 2 MiB is refused.
     let r = send(
         addr,
         "GET",
@@ -1304,7 +1304,6 @@ async fn oversize_requests_and_page_sizes_are_refused() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(5));
     let body = vec![b'x'; 2 << 20];
     let mut raw = format!(
         "POST /v1/accounts HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",

@@ -159,8 +159,11 @@ fn simulate_publishes_every_event_to_its_topic_keyed_and_partitioned() {
     }
     c.assign(&tpl).expect("assign");
     let mut got: Vec<(String, i32, String, String)> = Vec::new();
+    // Poll until everything came, or nothing more did for a long while (a
+    // loaded machine's first fetch can be slow).
+    let mut idle_until = std::time::Instant::now() + Duration::from_secs(60);
     while got.len() < expected.len() {
-        match c.poll(Duration::from_secs(10)) {
+        match c.poll(Duration::from_secs(1)) {
             Some(Ok(m)) => got.push((
                 m.topic().to_string(),
                 m.partition(),
@@ -168,8 +171,10 @@ fn simulate_publishes_every_event_to_its_topic_keyed_and_partitioned() {
                 String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
             )),
             Some(Err(e)) => panic!("consume: {e}"),
+            None if std::time::Instant::now() < idle_until => continue,
             None => break,
         }
+        idle_until = std::time::Instant::now() + Duration::from_secs(60);
     }
     assert_eq!(got.len(), expected.len(), "every event published once");
     for (topic, partition, key, payload) in &got {

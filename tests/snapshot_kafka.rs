@@ -346,8 +346,11 @@ fn an_instance_with_an_empty_disk_restores_from_the_kafka_store() {
         t.matches("partition restored").count() >= P as usize
     });
     let text_a = stop(run_a, &log_a);
+    // Up to its first snapshot: a rebalance later in A's life (a starved
+    // machine missing heartbeats) may rightly restore from its own.
+    let first_life = text_a.split("snapshot written").next().unwrap_or("");
     assert!(
-        !text_a.contains("restored from snapshot"),
+        !first_life.contains("restored from snapshot"),
         "A started with an empty store:\n{text_a}"
     );
     assert!(
@@ -391,9 +394,10 @@ fn an_instance_with_an_empty_disk_restores_from_the_kafka_store() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let text_b = stop(run_b, &log_b);
-    assert_eq!(
-        text_b.matches("restored from snapshot").count(),
-        P as usize,
+    // Every partition restored from the store (the loop below: from A's
+    // hand-off); a rebalance within B's life may add restores of its own.
+    assert!(
+        text_b.matches("restored from snapshot").count() >= P as usize,
         "B restored every partition from the Kafka store:\n{text_b}"
     );
     for (p, next) in handed_off.iter().enumerate() {
