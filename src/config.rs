@@ -108,6 +108,13 @@ pub struct KafkaConfig {
     /// `security.protocol`, `sasl.mechanism`, `ssl.ca.location`, …).
     /// Secrets come from the environment (see [`SECRET_ENV`]), never here.
     pub client: BTreeMap<String, String>,
+    /// librdkafka properties for the consumers only (over `client`):
+    /// `session.timeout.ms`, `fetch.*`, … (a producer given a consumer
+    /// property warns that it ignores it).
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka properties for the producers only (over `client`):
+    /// `compression.type`, `batch.size`, ….
+    pub producer: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -123,18 +130,21 @@ impl std::fmt::Debug for KafkaConfig {
             topics,
             formats,
             client,
+            consumer,
+            producer,
         } = self;
-        let client: BTreeMap<&str, &str> = client
-            .iter()
-            .map(|(k, v)| {
-                let v = if is_secret_client_key(k) {
-                    "[redacted]"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), v)
-            })
-            .collect();
+        let redacted = |m: &'_ BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_client_key(k) {
+                        "[redacted]"
+                    } else {
+                        v.as_str()
+                    };
+                    (k.clone(), v.to_string())
+                })
+                .collect()
+        };
         f.debug_struct("KafkaConfig")
             .field("brokers", brokers)
             .field("group_id", group_id)
@@ -144,7 +154,9 @@ impl std::fmt::Debug for KafkaConfig {
             .field("fetch_wait_max_ms", fetch_wait_max_ms)
             .field("topics", topics)
             .field("formats", formats)
-            .field("client", &client)
+            .field("client", &redacted(client))
+            .field("consumer", &redacted(consumer))
+            .field("producer", &redacted(producer))
             .finish()
     }
 }
@@ -205,6 +217,8 @@ impl Default for KafkaConfig {
             topics: TopicNames::default(),
             formats: BTreeMap::new(),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
         }
     }
 }
@@ -242,8 +256,8 @@ pub fn is_secret_client_key(key: &str) -> bool {
         .any(|w| k.contains(w))
 }
 
-/// Properties the service sets itself; setting them in `[kafka.client]`
-/// would break its guarantees.
+/// Properties the service sets itself; setting them in `[kafka.client]`,
+/// `[kafka.consumer]` or `[kafka.producer]` would break its guarantees.
 const RESERVED_CLIENT_KEYS: [&str; 7] = [
     "bootstrap.servers",
     "group.id",
@@ -438,11 +452,17 @@ impl Config {
                 ));
             }
         }
-        for key in k.client.keys() {
-            if RESERVED_CLIENT_KEYS.contains(&key.as_str()) {
-                p.push(format!(
-                    "kafka.client.\"{key}\": set by Vitals itself (use kafka.brokers / kafka.group_id / kafka.transactions)"
-                ));
+        for (table, props) in [
+            ("client", &k.client),
+            ("consumer", &k.consumer),
+            ("producer", &k.producer),
+        ] {
+            for key in props.keys() {
+                if RESERVED_CLIENT_KEYS.contains(&key.as_str()) {
+                    p.push(format!(
+                        "kafka.{table}.\"{key}\": set by Vitals itself (use kafka.brokers / kafka.group_id / kafka.transactions)"
+                    ));
+                }
             }
         }
         let snap = &self.snapshot;
@@ -627,6 +647,39 @@ mod tests {
         .to_string();
         assert!(err.contains("model.scorecard.bands.healthy_at"), "{err}");
         assert!(err.contains("model.factors.inactivity_days"), "{err}");
+    }
+
+    #[test]
+    fn consumer_and_producer_tables_layer_over_the_client_table() {
+        let cfg = Config::from_toml(
+            "[kafka.client]\n\"security.protocol\" = \"SSL\"\n\"client.id\" = \"all\"\n             [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"client.id\" = \"c\"\n             [kafka.producer]\n\"compression.type\" = \"lz4\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        use crate::kafka::service::{consumer_config, producer_config};
+        let (c, p) = (consumer_config(&cfg), producer_config(&cfg));
+        assert_eq!(c.get("security.protocol"), Some("SSL"));
+        assert_eq!(p.get("security.protocol"), Some("SSL"));
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(p.get("session.timeout.ms"), None);
+        assert_eq!(p.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("compression.type"), None);
+        assert_eq!(
+            (c.get("client.id"), p.get("client.id")),
+            (Some("c"), Some("all"))
+        );
+        // What Vitals sets itself is refused in every table, by name.
+        let err = Config::from_toml(
+            "[kafka.consumer]\n\"group.id\" = \"x\"\n[kafka.producer]\n\"enable.idempotence\" = \"false\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.consumer.\"group.id\""), "{err}");
+        assert!(
+            err.contains("kafka.producer.\"enable.idempotence\""),
+            "{err}"
+        );
     }
 
     #[test]

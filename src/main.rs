@@ -669,8 +669,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(b) = brokers {
                 cfg.kafka.brokers = b;
             }
-            let store = vitals::kafka::snapstore::KafkaStore::new(
-                &vitals::kafka::service::client_config(&cfg),
+            let store = vitals::kafka::snapstore::KafkaStore::with_clients(
+                &vitals::kafka::service::consumer_config(&cfg),
+                &vitals::kafka::service::producer_config(&cfg),
                 &cfg.snapshot.topic,
                 usize::try_from(cfg.snapshot.chunk_bytes).unwrap_or(usize::MAX),
             )?;

@@ -455,7 +455,7 @@ fn an_unretriable_transaction_error_stops_the_service_and_a_restart_recovers() {
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
     ] {
-        cfg.kafka.client.insert(k.into(), v.into());
+        cfg.kafka.consumer.insert(k.into(), v.into());
     }
     let (tx, rx) = std::sync::mpsc::channel();
     {
@@ -510,10 +510,10 @@ fn broker_outage_and_request_errors_are_survived_exactly_once() {
     let mut cfg = config(&addr, "fault-test");
     // Detect the group's loss of this member quickly after the outage.
     cfg.kafka
-        .client
+        .consumer
         .insert("session.timeout.ms".into(), "6000".into());
     cfg.kafka
-        .client
+        .consumer
         .insert("heartbeat.interval.ms".into(), "500".into());
     let svc = {
         let (cfg, stop) = (cfg.clone(), stop.clone());
@@ -755,7 +755,7 @@ fn config_changes_are_marked_in_the_score_history() {
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
     ] {
-        base.kafka.client.insert(k.into(), v.into());
+        base.kafka.consumer.insert(k.into(), v.into());
     }
     let mut ids = Vec::new();
     let mut obs = Arc::new(Changes::default());

@@ -261,7 +261,7 @@ fn kafka_store_config(root: &Path, name: &str, addr: &str, dir: &Path) -> PathBu
         &config,
         format!(
             "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"snap-kafka\"\n\
-             [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+             [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
              [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
              [snapshot]\nstore = \"kafka\"\nchunk_bytes = 4096\nkeep = 2\ndir = \"{}\"\n\
              interval_secs = 1\nevery_records = 500\n\

@@ -155,17 +155,35 @@ impl Shared {
         }
     }
 
-    fn client(&self) -> ClientConfig {
-        client_config(&self.cfg)
+    fn consumer_client(&self) -> ClientConfig {
+        consumer_config(&self.cfg)
     }
 }
 
 /// The common librdkafka settings: brokers and the pass-through
-/// (security) properties.
+/// (security) properties of `[kafka.client]`.
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     for (k, v) in &cfg.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// [`client_config`] with `[kafka.consumer]` over it: for consumers.
+pub fn consumer_config(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    for (k, v) in &cfg.kafka.consumer {
+        c.set(k, v);
+    }
+    c
+}
+
+/// [`client_config`] with `[kafka.producer]` over it: for producers.
+pub fn producer_config(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    for (k, v) in &cfg.kafka.producer {
         c.set(k, v);
     }
     c
@@ -465,7 +483,7 @@ pub fn run(
         drop(transactional_producer(cfg, &probe)?);
         info!("kafka.transactions: each batch's outputs and input offsets commit atomically");
     }
-    let mut pc = client_config(cfg);
+    let mut pc = producer_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", LINGER_MS)
@@ -501,7 +519,7 @@ pub fn run(
         failed: Mutex::new(None),
     };
     let _ = ctx.shared.set(shared.clone());
-    let mut cc = client_config(cfg);
+    let mut cc = consumer_config(cfg);
     cc.set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -779,7 +797,7 @@ fn shutdown(consumer: &Arc<BaseConsumer<Ctx>>, shared: &Arc<Shared>) {
 /// A transactional producer with `id`, its transactions initialised (which
 /// fences an earlier producer with the same id).
 fn transactional_producer(cfg: &Config, id: &str) -> Result<FutureProducer, ServiceError> {
-    let mut pc = client_config(cfg);
+    let mut pc = producer_config(cfg);
     pc.set("transactional.id", id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -804,8 +822,9 @@ pub fn snapshot_store(cfg: &Config) -> Result<Option<Arc<dyn SnapshotStore>>, Se
     }
     Ok(Some(if s.store == "kafka" {
         info!(topic = %s.topic, chunk_bytes = s.chunk_bytes, keep = s.keep, "snapshots in a kafka topic");
-        Arc::new(KafkaStore::new(
-            &client_config(cfg),
+        Arc::new(KafkaStore::with_clients(
+            &consumer_config(cfg),
+            &producer_config(cfg),
             &s.topic,
             usize::try_from(s.chunk_bytes).unwrap_or(usize::MAX),
         )?)
@@ -818,7 +837,7 @@ pub fn snapshot_store(cfg: &Config) -> Result<Option<Arc<dyn SnapshotStore>>, Se
 /// Verifies every topic exists and all are co-partitioned; returns the
 /// partition count.
 pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
-    let c: BaseConsumer = client_config(cfg).create()?;
+    let c: BaseConsumer = consumer_config(cfg).create()?;
     let md = c.fetch_metadata(None, Duration::from_secs(30))?;
     let t = &cfg.kafka.topics;
     let mut names: Vec<&str> = t.inputs().to_vec();
@@ -910,7 +929,7 @@ struct Reader {
 
 impl Reader {
     fn new(shared: &Shared) -> Result<Self, ServiceError> {
-        let mut cc = shared.client();
+        let mut cc = shared.consumer_client();
         cc.set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("group.id", format!("{}.reader", shared.cfg.kafka.group_id))

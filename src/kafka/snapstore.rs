@@ -345,13 +345,24 @@ impl KafkaStore {
         topic: impl Into<String>,
         chunk_bytes: usize,
     ) -> Result<Self, SnapshotError> {
+        Self::with_clients(client, client, topic, chunk_bytes)
+    }
+
+    /// [`KafkaStore::new`] with one set of settings for its consumers and
+    /// another for its producer.
+    pub fn with_clients(
+        consumer: &ClientConfig,
+        producer: &ClientConfig,
+        topic: impl Into<String>,
+        chunk_bytes: usize,
+    ) -> Result<Self, SnapshotError> {
         let topic = topic.into();
         let kafka = |source| SnapshotError::Kafka {
             topic: topic.clone(),
             partition: None,
             source,
         };
-        let mut pc = client.clone();
+        let mut pc = producer.clone();
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -360,7 +371,7 @@ impl KafkaStore {
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
         let producer: FutureProducer = pc.create().map_err(kafka)?;
-        let mut cc = client.clone();
+        let mut cc = consumer.clone();
         // librdkafka wants a group id to assign partitions; this consumer
         // never joins the group nor commits.
         cc.set("group.id", format!("{topic}.reader"))

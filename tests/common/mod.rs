@@ -384,7 +384,7 @@ pub fn write_config(dir: &Path, addr: &str, group: &str) -> std::path::PathBuf {
     writeln!(
         f,
         "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{group}\"\n\
-         [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
          [sequencer]\ntick_every_ms = 300\nmax_wait_ms = 100\n\
          [snapshot]\ndir = \"{}\"\ninterval_secs = 1\nevery_records = 500\n\
          [http]\nlisten = \"127.0.0.1:0\"",
