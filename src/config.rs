@@ -320,7 +320,7 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },
-    #[error("config {path} is invalid:\n  - {}", problems.join("\n  - "))]
+    #[error("config {path} is invalid: {}", problems.join("; "))]
     Invalid { path: String, problems: Vec<String> },
 }
 
@@ -337,12 +337,13 @@ impl Config {
             } else {
                 e.message().to_string() + &did_you_mean(e.message())
             };
+            let (key, place) = e
+                .span()
+                .map(|s| (key_at(text, s.start), position(text, s.start)))
+                .unwrap_or_default();
             ConfigError::Parse {
                 path: origin.to_string(),
-                message: detail
-                    + &e.span()
-                        .map(|s| format!(" (at byte {})", s.start))
-                        .unwrap_or_default(),
+                message: key.map(|k| format!("{k}: ")).unwrap_or_default() + &detail + &place,
             }
         })?;
         cfg.validate(origin)?;
@@ -557,6 +558,44 @@ fn on_secret_line(text: &str, at: usize) -> bool {
         .is_some_and(|(key, _)| is_secret_client_key(key))
 }
 
+/// " (line L, column C)" of byte `at` of `text` (both from 1).
+fn position(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+/// The dotted key assigned on the line holding byte `at` (`kafka.brokers`
+/// for `brokers = …` under `[kafka]`), when that line is a plain
+/// `key = value`; `None` otherwise (a table header, an inline table, a
+/// value spanning lines).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c))
+    };
+    if !plain(key) || line.trim_start().starts_with('[') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .and_then(|l| l.strip_prefix('[')?.split(']').next())
+        .map(str::trim);
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// For serde's "unknown field `x`, expected one of `a`, `b`": the closest
 /// expected name, as " — did you mean `a`?" (empty when none is close).
 fn did_you_mean(message: &str) -> String {
@@ -629,6 +668,25 @@ mod tests {
     fn embedded_default_equals_code_defaults() {
         let cfg = Config::from_toml(DEFAULT_TOML, "default").unwrap();
         assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_its_line() {
+        let err = Config::from_toml(
+            "# comment\n[kafka]\nbrokers = \"b:9092\"\nfetch_wait_max_ms = \"soon\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config t.toml: kafka.fetch_wait_max_ms: "),
+            "{err}"
+        );
+        assert!(err.contains("line 4, column 21"), "{err}");
+        let err = Config::from_toml("[kafka\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(line 1, column"), "{err}");
     }
 
     #[test]

@@ -34,9 +34,9 @@ struct Cli {
 enum Cmd {
     /// Realistic synthetic customers → a JSONL event log (and ground truth).
     Simulate {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         accounts: u32,
-        #[arg(long, default_value_t = 365)]
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -77,10 +77,14 @@ enum Cmd {
         #[arg(long, env = "VITALS_HTTP")]
         http: Option<String>,
     },
-    /// Fold a JSONL event log offline; write health.jsonl and alerts.jsonl.
+    /// Fold a JSONL event log offline: health.jsonl (last health per
+    /// account), health_log.jsonl, alerts.jsonl, rejected.jsonl,
+    /// summary.json, portfolio.json and interventions.json in --out.
     Replay {
+        /// The event log: one SPEC event (JSON) per line.
         #[arg(long)]
         input: PathBuf,
+        /// Directory for the outputs (created if missing).
         #[arg(long)]
         out: PathBuf,
         /// Scoring config (what-if re-scoring); default: the built-in one.
@@ -183,20 +187,23 @@ enum Cmd {
         #[arg(long)]
         address_file: Option<PathBuf>,
     },
-    /// Measurements: `vitals bench memory` (RSS per account of the fold state).
+    /// Measurements (BENCHMARKS.md): `e2e` through the embedded broker,
+    /// `snapshot` write/restore, `memory` per account, `limits` under
+    /// hostile input, `snapshot-kafka` for the Kafka store.
     #[command(subcommand)]
     Bench(BenchCmd),
-    /// See it work: simulated customers folded in accelerated time, with
-    /// the alert feed printed as it happens (offline; no broker needed).
+    /// See it work, no setup: an embedded Kafka-protocol broker, the
+    /// service and simulated customers in accelerated time, with the alert
+    /// feed printed as it happens and the HTTP API served.
     Demo(DemoOpts),
 }
 
 /// `vitals demo`: the whole system on one machine, no setup.
 #[derive(clap::Args)]
 struct DemoOpts {
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     accounts: u32,
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..))]
     days: u32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -221,7 +228,10 @@ struct DemoOpts {
 enum SnapshotCmd {
     /// Print a snapshot's partition, offsets, watermark, account count,
     /// size, format version and checksum status (JSON).
-    Inspect { path: PathBuf },
+    Inspect {
+        /// A snapshot file (`snapshot.dir/p<P>/<offset>.snap`).
+        path: PathBuf,
+    },
     /// The complete snapshots of a partition in the Kafka store, newest
     /// first, each inspected like `inspect` does (JSON array).
     List {
@@ -240,9 +250,9 @@ enum SnapshotCmd {
 enum BenchCmd {
     /// Snapshot write/size/load and tail replay vs full replay, one partition.
     Snapshot {
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
         accounts: u32,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         /// Days of events after the snapshot (the tail to replay).
         #[arg(long, default_value_t = 1)]
@@ -266,9 +276,9 @@ enum BenchCmd {
     /// The Kafka snapshot store on the embedded broker: put, then list +
     /// get from another instance, of every partition's snapshot.
     SnapshotKafka {
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
         accounts: u32,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         /// Enough that one partition's snapshot fits the embedded broker's
         /// 5 MiB per partition (about 800 bytes per account).
@@ -297,9 +307,9 @@ enum BenchCmd {
     },
     /// Fold simulated accounts and report resident memory growth per account.
     Memory {
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
         accounts: u32,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -326,18 +336,39 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 }
 
 fn main() {
+    use std::io::IsTerminal;
+    // Colours only on a terminal: a file, a pipe, journald or a container
+    // log gets plain lines.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     if let Err(e) = run(Cli::parse()) {
-        let msg = format!("{e:#}").replace('\n', " ");
-        eprintln!("vitals: {msg}");
+        eprintln!("vitals: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: many errors
+/// already say their cause (`{path}: {source}`), and `{:#}` would repeat
+/// it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if msg.ends_with(&c) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&c);
+    }
+    msg.replace('\n', " ")
 }
 
 fn parse_time(s: &str) -> Result<i64> {
@@ -451,7 +482,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: !quiet,
             })?;
             eprintln!(
-                "replayed {} lines in {:.2}s ({:.0} events/s): {} applied, {} late, {} duplicate, {} invalid (see {}); \
+                "replayed {} lines in {:.2}s ({:.0} events/s): {} applied, {} late, {} duplicate, {} invalid{}; \
                  {} accounts, {} health records, alerts: {} at_risk, {} recovered, {} upsell",
                 s.lines,
                 s.elapsed_secs,
@@ -460,7 +491,11 @@ fn run(cli: Cli) -> Result<()> {
                 s.late,
                 s.duplicate,
                 s.invalid,
-                out.join("rejected.jsonl").display(),
+                if s.invalid > 0 {
+                    format!(" (see {})", out.join("rejected.jsonl").display())
+                } else {
+                    String::new()
+                },
                 s.accounts,
                 s.health_records,
                 s.alerts_at_risk,

@@ -132,9 +132,9 @@ pub struct Options {
 /// Folds `input` and writes the outputs. Bad lines are rejected, never fatal.
 pub fn replay(opts: &Options) -> Result<Summary, ReplayError> {
     let start = Instant::now();
-    io(&opts.out, std::fs::create_dir_all(&opts.out))?;
     let inp = &opts.input;
     let file = io(inp, File::open(inp))?;
+    io(&opts.out, std::fs::create_dir_all(&opts.out))?;
     let total = io(inp, file.metadata())?.len();
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(total);

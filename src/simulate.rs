@@ -191,7 +191,7 @@ impl Acct {
         let days = o.days;
         // Most accounts exist from the start; the rest join over the first 60%.
         let start = if rng.random::<f64>() < 1.0 - o.joining {
-            rng.random_range(0..7u32.min(days))
+            rng.random_range(0..7u32.min(days).max(1))
         } else {
             rng.random_range(0..((days * 6 / 10).max(1)))
         };

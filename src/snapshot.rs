@@ -716,7 +716,9 @@ fn start_writeback(_: &File, _: u64, _: u64) {}
 pub struct Inspection {
     pub path: String,
     pub size_bytes: u64,
-    pub checksum_ok: bool,
+    /// `true` when the checksum matched, `false` when it did not, `null`
+    /// when the file could not be read that far (see `error`).
+    pub checksum_ok: Option<bool>,
     pub error: Option<String>,
     #[serde(flatten)]
     pub meta: Option<Meta>,
@@ -761,7 +763,11 @@ fn inspection_with(
     Inspection {
         path,
         size_bytes,
-        checksum_ok: !matches!(error, Some(SnapshotError::Checksum)),
+        checksum_ok: match &error {
+            None => Some(true),
+            Some(SnapshotError::Checksum) => Some(false),
+            Some(_) => None,
+        },
         error: error.map(|e| e.to_string()),
         meta,
         state_format,

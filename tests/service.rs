@@ -818,3 +818,21 @@ fn config_changes_are_marked_in_the_score_history() {
         assert!(changes[0].at < changes[1].at);
     }
 }
+
+#[test]
+fn unreachable_brokers_at_start_are_retried_until_stopped() {
+    // Nothing listens on port 1: the service keeps trying (warning with
+    // the address) and a stop — SIGTERM/Ctrl-C in `vitals run` — ends it
+    // cleanly instead of waiting out the start-up deadline.
+    let cfg = config("127.0.0.1:1", "unreachable-test");
+    let stop = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let stop = stop.clone();
+        std::thread::spawn(move || service::run(&cfg, Arc::new(service::NoObserver), stop))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    svc.join()
+        .unwrap()
+        .expect("stopped before the brokers were reached, without an error");
+}

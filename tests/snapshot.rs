@@ -252,4 +252,29 @@ fn inspect_prints_metadata_and_flags_corruption() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["checksum_ok"], false);
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+    // A file that is no snapshot: its checksum was never checked.
+    let other = dir.path().join("events.jsonl");
+    std::fs::write(&other, "{\"id\":\"e1\"}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["snapshot", "inspect"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["checksum_ok"], serde_json::Value::Null, "{v}");
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a Vitals snapshot"));
+    // A missing file: one line naming it, the OS's reason once.
+    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["snapshot", "inspect"])
+        .arg(dir.path().join("missing.snap"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.snap: No such file"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }

@@ -48,6 +48,7 @@ use tracing::{debug, error, info, warn};
 use crate::codec::Format;
 use crate::config::Config;
 use crate::core::{Model, Partition, Ts};
+use crate::readside::names;
 use crate::snapshot::{self, DirStore, SnapshotStore};
 
 use super::sequencer::{Cursor, Decision, Sequencer, SequencerConfig, SourceRecord};
@@ -321,7 +322,7 @@ impl Ctx {
                         lost = low - (pos + 1),
                         "records were deleted by retention before Vitals sequenced them; they are lost (raise the topic's retention)"
                     );
-                    metrics::counter!("vitals_records_lost_to_retention_total")
+                    metrics::counter!(names::RECORDS_LOST_TO_RETENTION_TOTAL)
                         .increment((low - (pos + 1)) as u64);
                 }
             }
@@ -476,7 +477,10 @@ pub fn run(
             _ => Format::Json,
         })
         .collect();
-    let partitions = check_topics(cfg)?;
+    let Some(partitions) = check_topics(cfg, &stop)? else {
+        info!("stopped before the brokers were reached");
+        return Ok(());
+    };
     if cfg.kafka.transactions {
         // Fail at start, naming the setting, when the broker lacks them.
         let probe = format!("{}-probe-{}", cfg.kafka.group_id, std::process::id());
@@ -746,7 +750,7 @@ fn report_positions(
             }
         }
         if lag {
-            metrics::gauge!("vitals_consumer_lag", "partition" => p.to_string()).set(behind as f64);
+            metrics::gauge!(names::CONSUMER_LAG, "partition" => p.to_string()).set(behind as f64);
         }
     }
 }
@@ -834,11 +838,41 @@ pub fn snapshot_store(cfg: &Config) -> Result<Option<Arc<dyn SnapshotStore>>, Se
     }))
 }
 
+/// How long `vitals run` retries unreachable brokers at start before it
+/// gives up with an error naming them.
+const START_WAIT: Duration = Duration::from_secs(30);
+
 /// Verifies every topic exists and all are co-partitioned; returns the
-/// partition count.
-pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
+/// partition count (`None`: `stop` was raised while the brokers could not
+/// be reached yet). Unreachable brokers are retried for
+/// [`START_WAIT`], with a warning naming them every few seconds.
+pub fn check_topics(cfg: &Config, stop: &AtomicBool) -> Result<Option<u32>, ServiceError> {
     let c: BaseConsumer = consumer_config(cfg).create()?;
-    let md = c.fetch_metadata(None, Duration::from_secs(30))?;
+    let started = Instant::now();
+    let mut warned: Option<Instant> = None;
+    let md = loop {
+        // Short attempts, so that SIGTERM/Ctrl-C is honoured at once.
+        match c.fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(md) => break md,
+            Err(e) => {
+                let e = redact(e);
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                if started.elapsed() >= START_WAIT {
+                    return Err(ServiceError::Topics(format!(
+                        "cannot reach the Kafka brokers at {} (kafka.brokers, --brokers, VITALS_BROKERS) within {} s: {e}",
+                        cfg.kafka.brokers,
+                        START_WAIT.as_secs()
+                    )));
+                }
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(5)) {
+                    warn!(brokers = %cfg.kafka.brokers, error = %e, "cannot reach the Kafka brokers yet; retrying");
+                    warned = Some(Instant::now());
+                }
+            }
+        }
+    };
     let t = &cfg.kafka.topics;
     let mut names: Vec<&str> = t.inputs().to_vec();
     names.extend([
@@ -873,7 +907,9 @@ pub fn check_topics(cfg: &Config) -> Result<u32, ServiceError> {
             missing.join(", ")
         )));
     }
-    check_co_partitioned(&counts).map_err(|e| ServiceError::Topics(e.to_string()))
+    check_co_partitioned(&counts)
+        .map(Some)
+        .map_err(|e| ServiceError::Topics(e.to_string()))
 }
 
 fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
@@ -1118,7 +1154,7 @@ impl Worker {
         }
         let start = Instant::now();
         self.txn_retry("commit", || t.commit_transaction(timeout))?;
-        metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
+        metrics::histogram!(names::COMMIT_SECONDS).record(start.elapsed().as_secs_f64());
         t.begin_transaction()
             .map_err(|e| self.err(format!("kafka.transactions: begin failed: {e}")))
     }
@@ -1138,7 +1174,7 @@ impl Worker {
             match call() {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 30 => {
-                    metrics::counter!("vitals_transaction_retries_total").increment(1);
+                    metrics::counter!(names::TRANSACTION_RETRIES_TOTAL).increment(1);
                     warn!(partition = self.p, attempt, error = %e, "kafka.transactions: {what} failed with a retriable error; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -1164,7 +1200,7 @@ impl Worker {
         let started = Instant::now();
         let (mut fold, mut last_cursor) = self.restore()?;
         let restored_in = started.elapsed();
-        metrics::histogram!("vitals_restore_seconds").record(restored_in.as_secs_f64());
+        metrics::histogram!(names::RESTORE_SECONDS).record(restored_in.as_secs_f64());
         if let Some(t) = &self.txn {
             self.txn_retry("commit", || t.commit_transaction(Duration::from_secs(30)))?;
             t.begin_transaction()
@@ -1247,7 +1283,7 @@ impl Worker {
                         .get(source as usize)
                         .cloned()
                         .unwrap_or_default();
-                    metrics::counter!("vitals_sequencer_deadline_releases_total", "topic" => topic)
+                    metrics::counter!(names::SEQUENCER_DEADLINE_RELEASES_TOTAL, "topic" => topic)
                         .increment(n);
                 }
             }
@@ -1302,15 +1338,15 @@ impl Worker {
                     shared.observer.shadow(p, sh);
                 }
                 for s in fold.scores.drain(..) {
-                    metrics::histogram!(crate::readside::names::EVALUATED_SCORE).record(s);
+                    metrics::histogram!(names::EVALUATED_SCORE).record(s);
                 }
                 for ((topic, ty, outcome), n) in fold.tally.drain() {
-                    metrics::counter!("vitals_events_total", "topic" => topic, "type" => ty, "outcome" => outcome)
+                    metrics::counter!(names::EVENTS_TOTAL, "topic" => topic, "type" => ty, "outcome" => outcome)
                         .increment(n);
                 }
-                metrics::histogram!("vitals_batch_seconds")
+                metrics::histogram!(names::BATCH_SECONDS)
                     .record(batch_start.elapsed().as_secs_f64());
-                metrics::counter!("vitals_sequenced_total").increment(folded);
+                metrics::counter!(names::SEQUENCED_TOTAL).increment(folded);
                 self.commit_transaction(&seq)?;
                 since_snapshot += folded;
                 let snap = &shared.cfg.snapshot;
@@ -1349,7 +1385,7 @@ impl Worker {
     /// Metrics for one output record.
     fn count(&self, o: &OutputRecord, source_timestamp: Option<i64>) {
         match o.topic {
-            OutTopic::Health => metrics::counter!("vitals_health_published_total").increment(1),
+            OutTopic::Health => metrics::counter!(names::HEALTH_PUBLISHED_TOTAL).increment(1),
             OutTopic::AtRisk | OutTopic::Upsell => {
                 let kind = if o.topic == OutTopic::Upsell {
                     "upsell_opportunity"
@@ -1358,12 +1394,12 @@ impl Worker {
                 } else {
                     "at_risk"
                 };
-                metrics::counter!("vitals_alerts_total", "kind" => kind).increment(1);
+                metrics::counter!(names::ALERTS_TOTAL, "kind" => kind).increment(1);
                 if let Some(ts) = source_timestamp {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as i64);
-                    metrics::histogram!("vitals_event_to_alert_seconds")
+                    metrics::histogram!(names::EVENT_TO_ALERT_SECONDS)
                         .record((now - ts).max(0) as f64 / 1000.0);
                 }
             }
@@ -1373,12 +1409,12 @@ impl Worker {
                     .iter()
                     .find(|(k, _)| *k == headers::SOURCE_TOPIC)
                     .map_or(String::new(), |(_, v)| v.clone());
-                metrics::counter!("vitals_events_total", "topic" => topic.clone(), "type" => "", "outcome" => "invalid").increment(1);
-                metrics::counter!("vitals_dlq_total", "topic" => topic).increment(1);
+                metrics::counter!(names::EVENTS_TOTAL, "topic" => topic.clone(), "type" => "", "outcome" => "invalid").increment(1);
+                metrics::counter!(names::DLQ_TOTAL, "topic" => topic).increment(1);
             }
-            OutTopic::Shadow => metrics::counter!("vitals_shadow_published_total").increment(1),
+            OutTopic::Shadow => metrics::counter!(names::SHADOW_PUBLISHED_TOTAL).increment(1),
             OutTopic::Repartition => {
-                metrics::counter!("vitals_repartitioned_total").increment(1);
+                metrics::counter!(names::REPARTITIONED_TOTAL).increment(1);
                 warn!(partition = self.p, to = o.partition, "record on the wrong input partition (producer partitioner is not murmur2?); re-routed to its owner");
             }
         }
@@ -1485,7 +1521,7 @@ impl Worker {
         }
         let start = Instant::now();
         let r = self.consumer.commit(&tpl, mode);
-        metrics::histogram!("vitals_commit_seconds").record(start.elapsed().as_secs_f64());
+        metrics::histogram!(names::COMMIT_SECONDS).record(start.elapsed().as_secs_f64());
         match r {
             Ok(()) => *committed = pos.clone(),
             Err(e) => {
@@ -1532,7 +1568,7 @@ impl Worker {
                 return; // the previous one is still being written
             }
             if w.join().is_err() {
-                metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                metrics::counter!(names::SNAPSHOT_FAILURES_TOTAL).increment(1);
                 warn!(
                     partition = self.p,
                     "the snapshot writer panicked; that snapshot was not written (recovery replays more of the log)"
@@ -1549,7 +1585,7 @@ impl Worker {
         let copy = fold.part.snapshot_copy();
         let shadow = fold.shadow.as_mut().map(Partition::snapshot_copy);
         let stall = start.elapsed();
-        metrics::histogram!("vitals_snapshot_stall_seconds").record(stall.as_secs_f64());
+        metrics::histogram!(names::SNAPSHOT_STALL_SECONDS).record(stall.as_secs_f64());
         let cursor = cursor.to_string();
         let outputs_before: Vec<DeliveryFuture> = self
             .last_sent
@@ -1581,15 +1617,15 @@ impl Worker {
             match stored {
                 Ok((name, size)) => {
                     let took = start.elapsed();
-                    metrics::histogram!("vitals_snapshot_seconds").record(took.as_secs_f64());
-                    metrics::gauge!("vitals_snapshot_bytes", "partition" => p.to_string())
+                    metrics::histogram!(names::SNAPSHOT_SECONDS).record(took.as_secs_f64());
+                    metrics::gauge!(names::SNAPSHOT_BYTES, "partition" => p.to_string())
                         .set(size as f64);
-                    metrics::gauge!("vitals_snapshot_last_success_timestamp_seconds", "partition" => p.to_string())
+                    metrics::gauge!(names::SNAPSHOT_LAST_SUCCESS, "partition" => p.to_string())
                         .set(created as f64 / 1000.0);
                     info!(partition = p, snapshot = %name, bytes = size, accounts, stall_ms = stall.as_millis() as u64, total_ms = took.as_millis() as u64, "snapshot written");
                 }
                 Err(e) => {
-                    metrics::counter!("vitals_snapshot_failures_total").increment(1);
+                    metrics::counter!(names::SNAPSHOT_FAILURES_TOTAL).increment(1);
                     warn!(partition = p, error = %e, "snapshot failed (recovery replays more of the log)");
                 }
             }
