@@ -266,3 +266,34 @@ fn backtest_reports_auc_and_alert_quality() {
     assert_eq!(r["evaluations"].as_array().unwrap().len(), 2);
     assert_eq!(r["horizon_days"], 30);
 }
+
+#[test]
+fn impossible_arguments_fail_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["simulate", "--days", "0"][..],
+        &["simulate", "--accounts", "0"],
+        &["demo", "--days", "0"],
+    ] {
+        let out = vitals().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid value '0'"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A missing input: named once, and no output directory left behind.
+    let out_dir = tmp.path().join("out");
+    let out = vitals()
+        .args(["replay", "--input"])
+        .arg(tmp.path().join("missing.jsonl"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing.jsonl: No such file"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(!out_dir.exists());
+}

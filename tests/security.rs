@@ -262,6 +262,8 @@ fn a_failing_sasl_login_never_logs_a_secret() {
         stderr.contains("vitals: cannot reach the Kafka brokers at"),
         "{stderr}"
     );
+    // A log file gets plain lines: colours only on a terminal.
+    assert!(!stderr.contains('\x1b'), "{stderr}");
     assert_no_secret("stdout", &stdout);
     assert_no_secret("stderr", &stderr);
 }
