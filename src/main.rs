@@ -930,6 +930,10 @@ fn demo(o: DemoOpts) -> Result<()> {
         })
     };
     // The feed: a subscriber of the alert topics, as a CS tool would be.
+    let o_topics = (
+        cfg.kafka.topics.at_risk.clone(),
+        cfg.kafka.topics.upsell.clone(),
+    );
     let feed = {
         let brokers = cfg.kafka.brokers.clone();
         let topics = [
@@ -968,6 +972,10 @@ fn demo(o: DemoOpts) -> Result<()> {
         println!(
             "metrics: http://{addr}/metrics   accounts: http://{addr}/v1/accounts?band=at_risk   (Ctrl-C stops)\n"
         );
+        println!(
+            "alerts as they arrive (dates are event time; each partition folds at its own pace, \
+             so dates from different partitions interleave):\n"
+        );
     })?;
     stop.store(true, Ordering::SeqCst);
     let _ = feed.join();
@@ -975,12 +983,20 @@ fn demo(o: DemoOpts) -> Result<()> {
         Ok(r) => r?,
         Err(_) => bail!("the publisher panicked"),
     };
+    let total: u64 = counts.iter().map(|c| c.load(Ordering::SeqCst)).sum();
     println!(
         "\n{n} events published and folded; alerts: {} at_risk, {} recovered, {} upsell_opportunity",
         counts[0].load(Ordering::SeqCst),
         counts[1].load(Ordering::SeqCst),
         counts[2].load(Ordering::SeqCst),
     );
+    if total > o.show as u64 {
+        println!(
+            "({} of them shown above, few upsells among them; --show N prints more, \
+             and every alert is on the topics {} and {})",
+            o.show, o_topics.0, o_topics.1
+        );
+    }
     drop(broker);
     Ok(())
 }

@@ -1210,7 +1210,7 @@ fn each_upsell_signal(
         if u >= r.upsell_seat_utilisation {
             s.push(UpsellSignal {
                 signal: "seat_utilisation",
-                value: round1(u * 100.0) / 100.0,
+                value: (u * 1000.0).round() / 1000.0,
                 detail: explain_then(explain, || {
                     format!(
                         "{} of {} licensed seats active in the last 7 days",
@@ -1224,9 +1224,10 @@ fn each_upsell_signal(
                 signal: "plan_limit_pressure",
                 value: (m.active_users_7d - m.seats) as f64,
                 detail: explain_then(explain, || {
+                    let n = m.active_users_7d - m.seats;
                     format!(
-                        "{} more users active in 7 days than licensed seats",
-                        m.active_users_7d - m.seats
+                        "{n} more user{} active in 7 days than licensed seats",
+                        score::plural(n as u64)
                     )
                 }),
             });
@@ -1237,7 +1238,9 @@ fn each_upsell_signal(
         if g >= r.upsell_usage_growth {
             s.push(UpsellSignal {
                 signal: "usage_growth",
-                value: round1(g * 100.0) / 100.0,
+                // To 0.1 percent, as the nearest double to a whole number
+                // of thousandths (133.3 / 100 would print 1.3330000000000002).
+                value: (g * 1000.0).round() / 1000.0,
                 detail: explain_then(explain, || {
                     format!("product usage up {:.0}% vs the prior 4 weeks", g * 100.0)
                 }),
@@ -1257,7 +1260,7 @@ fn each_upsell_signal(
     if breadth >= r.upsell_feature_breadth {
         s.push(UpsellSignal {
             signal: "feature_breadth",
-            value: round1(breadth * 100.0) / 100.0,
+            value: (breadth * 1000.0).round() / 1000.0,
             detail: explain_then(explain, || {
                 format!("{} distinct features used in 28 days", m.features_28d)
             }),

@@ -560,6 +560,15 @@ fn updown(p: f64) -> &'static str {
     }
 }
 
+/// "s" unless `n` is 1 (for "1 ticket", "2 tickets").
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// The plain sentence for a factor.
 pub fn detail(fac: Factor, m: &Measures) -> String {
     match fac {
@@ -612,8 +621,15 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
                 "no active users in 28 days".into()
             } else {
                 format!(
-                    "{} of the {} users active in 28 days active in the last 7",
-                    m.active_users_7d, m.active_users_28d
+                    "{} of {} user{} active in the last 28 days {} also active in the last 7",
+                    m.active_users_7d,
+                    m.active_users_28d,
+                    plural(m.active_users_28d as u64),
+                    if m.active_users_7d == 1 {
+                        "was"
+                    } else {
+                        "were"
+                    }
                 )
             }
         }
@@ -640,10 +656,23 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
                 ""
             }
         ),
-        Factor::Escalations => format!("{} escalation(s) in 4 weeks", m.escalations_4w),
-        Factor::Reopens => format!("{} reopened ticket(s) in 4 weeks", m.reopens_4w),
+        Factor::Escalations => format!(
+            "{} escalation{} in 4 weeks",
+            m.escalations_4w,
+            plural(m.escalations_4w as u64)
+        ),
+        Factor::Reopens => format!(
+            "{} reopened ticket{} in 4 weeks",
+            m.reopens_4w,
+            plural(m.reopens_4w as u64)
+        ),
         Factor::TicketVolume => match m.ticket_baseline_4w {
-            Some(b) => format!("{} tickets in 4 weeks vs a usual {:.1}", m.tickets_4w, b),
+            Some(b) => format!(
+                "{} ticket{} in 4 weeks vs a usual {:.1}",
+                m.tickets_4w,
+                plural(m.tickets_4w as u64),
+                b
+            ),
             None => "ticket baseline not yet established".into(),
         },
         Factor::ResolutionTime => format!(
@@ -652,7 +681,11 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
         ),
         Factor::TicketCsat => format!("ticket CSAT averages {:.1} of 5", m.ticket_csat),
         Factor::FailedPayments => {
-            format!("{} failed payment(s) not yet recovered", m.unpaid_failures)
+            format!(
+                "{} failed payment{} not yet recovered",
+                m.unpaid_failures,
+                plural(m.unpaid_failures as u64)
+            )
         }
         Factor::Overdue => format!("invoice {} days overdue", m.days_overdue),
         Factor::MrrChange => {
@@ -662,8 +695,11 @@ pub fn detail(fac: Factor, m: &Measures) -> String {
         Factor::Cancelled => "subscription cancelled".into(),
         Factor::Nps => match m.last_nps {
             Some(s) => format!(
-                "NPS averages {:.1} over {} answer(s), latest {}",
-                m.nps_mean, m.nps_answers, s
+                "latest NPS {}; weighted score {:.1} from {} answer{}",
+                s,
+                m.nps_mean,
+                m.nps_answers,
+                plural(m.nps_answers as u64)
             ),
             None => "no NPS answers yet".into(),
         },
