@@ -730,7 +730,17 @@ pub struct Inspection {
 /// Reads a snapshot file's metadata and checks it.
 pub fn inspect(path: &Path) -> Result<Inspection, SnapshotError> {
     let f = io(path, File::open(path))?;
-    let size = io(path, f.metadata())?.len();
+    let meta = io(path, f.metadata())?;
+    if meta.is_dir() {
+        return Err(SnapshotError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a directory, not a snapshot file (they are in <snapshot.dir>/p<partition>/)",
+            ),
+        });
+    }
+    let size = meta.len();
     let r = parse_with_format(std::io::BufReader::with_capacity(1 << 20, f), size);
     Ok(inspection_with(path.display().to_string(), size, r))
 }

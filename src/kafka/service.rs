@@ -300,7 +300,24 @@ impl Ctx {
         let mut cursors = HashMap::new();
         for &p in &parts {
             let cursor = reader.last_cursor(&shared.cfg.kafka.topics.sequenced, p)?;
-            info!(partition = p, cursor = %cursor.encode(), "partition assigned; sequencer resumes after its cursor");
+            if cursor.positions.iter().all(|&o| o < 0) {
+                info!(
+                    partition = p,
+                    "partition assigned; nothing sequenced yet, the sequencer starts at the inputs' first records"
+                );
+            } else {
+                // `usage:3671 tickets:53 …`: the last offset taken from each.
+                let taken = shared
+                    .sources
+                    .iter()
+                    .zip(&cursor.positions)
+                    .filter(|(_, &o)| o >= 0)
+                    .map(|(t, o)| format!("{t}:{o}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let event_time = cursor.time.map(crate::codec::timefmt::format);
+                info!(partition = p, sequenced_up_to = %taken, event_time = ?event_time, "partition assigned; the sequencer resumes after the records it sequenced");
+            }
             cursors.insert(p, cursor);
         }
         let mut elems = Vec::new();
