@@ -912,3 +912,42 @@ fn cooldown_expiry_raises_a_held_back_alert() {
         )
     );
 }
+
+#[test]
+fn a_hard_trigger_alert_names_its_cause_among_the_drivers() {
+    // A detractor answer and an urgent ticket on an otherwise busy account:
+    // the alert's reason is the trigger, and its drivers say both facts
+    // (after the score's top five, when usage moved the score more),
+    // largest impact first.
+    let mut p = part_with(|c| c.scorecard.bands.healthy_at = 99.0);
+    let mut log = Log::new();
+    healthy_history(&mut log, "a", 0, 40);
+    // Then three weeks of one user logging in: usage factors lead.
+    for day in 40..61 {
+        let time = timefmt::format(t("2026-01-01T09:00:00Z") + day * 86_400_000);
+        log.add("a", "usage.login", &time, r#""user_id":"u0""#);
+    }
+    let d = |h: i64| timefmt::format(t("2026-01-01T00:00:00Z") + 61 * 86_400_000 + h * 3_600_000);
+    log.add("a", "survey.nps", &d(1), r#""score":6"#);
+    let urgent = log.add(
+        "a",
+        "ticket.opened",
+        &d(2),
+        r#""ticket_id":"t1","priority":"urgent""#,
+    );
+    let out = fold(&mut p, &log.lines);
+    let risk: Vec<_> = alerts(&out)
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::AtRisk)
+        .collect();
+    assert_eq!(risk.len(), 1, "{risk:?}");
+    assert_eq!(risk[0].reason, "detractor_with_urgent_ticket");
+    assert_eq!(risk[0].caused_by, CausedBy::Event(urgent));
+    let factors: Vec<_> = risk[0].drivers.iter().map(|d| d.factor).collect();
+    assert!(factors.contains(&"nps"), "{factors:?}");
+    assert!(factors.contains(&"open_tickets"), "{factors:?}");
+    let nps = risk[0].drivers.iter().find(|d| d.factor == "nps").unwrap();
+    assert!(nps.detail.starts_with("latest NPS 6; "), "{}", nps.detail);
+    let impacts: Vec<f64> = risk[0].drivers.iter().map(|d| d.impact.abs()).collect();
+    assert!(impacts.windows(2).all(|w| w[0] >= w[1]), "{impacts:?}");
+}

@@ -990,10 +990,12 @@ impl Partition {
                 score: score_out,
                 previous_band: old_band,
                 band,
-                drivers: if kind == AlertKind::UpsellOpportunity {
-                    Vec::new()
-                } else {
-                    drivers.clone()
+                drivers: match (kind, ev.hard) {
+                    (AlertKind::UpsellOpportunity, _) => Vec::new(),
+                    (AlertKind::AtRisk, Some(h)) if reason == h.name() => {
+                        score::trigger_drivers(&ev, 5, h)
+                    }
+                    _ => drivers.clone(),
                 },
                 signals,
                 caused_by: cause.clone(),

@@ -215,6 +215,18 @@ impl HardTrigger {
             HardTrigger::RenewalAtRisk => "renewal_at_risk",
         }
     }
+
+    /// The factors that say why the trigger fired (an alert it raises
+    /// shows them among its drivers).
+    pub fn factors(self) -> &'static [Factor] {
+        match self {
+            HardTrigger::PaymentFailures => &[Factor::FailedPayments],
+            HardTrigger::Overdue => &[Factor::Overdue],
+            HardTrigger::DetractorUrgent => &[Factor::Nps, Factor::OpenTickets],
+            HardTrigger::Silent => &[Factor::UsageRecency],
+            HardTrigger::RenewalAtRisk => &[],
+        }
+    }
 }
 
 /// A score with everything needed to explain it.
@@ -735,6 +747,38 @@ pub fn drivers(ev: &Evaluation, max: usize) -> Vec<super::signal::Driver> {
             }
         })
         .collect()
+}
+
+/// [`drivers`] of an alert raised by the hard trigger `hard`: the
+/// trigger's own factors ([`HardTrigger::factors`]) are added after the
+/// top `max` when those leave them out — with a smaller impact than every
+/// driver before them, so the list stays largest first — so that an alert
+/// always says why it was raised ("detractor_with_urgent_ticket" with the
+/// NPS answer and the open tickets, even when usage moved the score more).
+pub fn trigger_drivers(
+    ev: &Evaluation,
+    max: usize,
+    hard: HardTrigger,
+) -> Vec<super::signal::Driver> {
+    let mut out = drivers(ev, max);
+    let mut missing: Vec<Factor> = hard
+        .factors()
+        .iter()
+        .copied()
+        .filter(|f| out.iter().all(|d| d.factor != f.name()))
+        .collect();
+    missing.sort_by(|&a, &b| {
+        ev.impacts[b as usize]
+            .abs()
+            .total_cmp(&ev.impacts[a as usize].abs())
+            .then((a as usize).cmp(&(b as usize)))
+    });
+    out.extend(missing.into_iter().map(|fac| super::signal::Driver {
+        factor: fac.name(),
+        impact: round1(ev.impacts[fac as usize]),
+        detail: detail(fac, &ev.measures),
+    }));
+    out
 }
 
 /// Rounds to one decimal (outputs carry one decimal).
