@@ -315,8 +315,10 @@ impl Ctx {
                     .map(|(t, o)| format!("{t}:{o}"))
                     .collect::<Vec<_>>()
                     .join(" ");
-                let event_time = cursor.time.map(crate::codec::timefmt::format);
-                info!(partition = p, sequenced_up_to = %taken, event_time = ?event_time, "partition assigned; the sequencer resumes after the records it sequenced");
+                let event_time = cursor
+                    .time
+                    .map_or_else(|| "none".to_string(), crate::codec::timefmt::format);
+                info!(partition = p, sequenced_up_to = %taken, %event_time, "partition assigned; the sequencer resumes after the records it sequenced");
             }
             cursors.insert(p, cursor);
         }
