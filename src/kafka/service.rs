@@ -448,6 +448,9 @@ impl Ctx {
                 Err(_) => error!(partition = p, "partition worker panicked"),
             }
             shared.observer.revoked(p);
+            // The new owner reports it now; this instance's last value
+            // would linger in `max by (partition)` views.
+            metrics::gauge!(names::CONSUMER_LAG, "partition" => p.to_string()).set(0.0);
         }
     }
 }
