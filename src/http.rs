@@ -9,6 +9,8 @@
 //! | `GET /readyz` | `200` when [`ReadSide::ready`], else `503` with the reason |
 //! | `GET /v1/accounts/{id}` | one account: the `vitals.health` record's fields, 90 daily scores, open tickets, MRR, NPS |
 //! | `GET /v1/accounts?band=&segment=&status=&limit=&cursor=` | accounts, worst score first, ties by account id |
+//! | `GET /v1/portfolio` | portfolio analytics by segment (503 until a partition published them) |
+//! | `GET /v1/interventions` | the effect of each kind of CS touchpoint |
 //!
 //! Every answer about state carries `as_of` (per partition: the watermark,
 //! the `vitals.sequenced` offset and the input offsets the views reflect
@@ -178,14 +180,28 @@ pub fn router(state: HttpState) -> Router {
 /// `GET /v1/interventions`: intervention impact by touchpoint kind, over
 /// the partitions this instance owns.
 async fn interventions(State(st): State<HttpState>) -> Response {
-    Json(st.read.interventions_report()).into_response()
+    Json(with_as_of(&st, json!(st.read.interventions_report()))).into_response()
+}
+
+/// `report` with `as_of` (the partitions it covers, each with how far it
+/// is folded) and `restoring` (SPEC §5: every answer about state says how
+/// current it is).
+fn with_as_of(st: &HttpState, mut report: Value) -> Value {
+    let statuses = st.read.statuses();
+    let partitions: Vec<Value> = statuses.iter().map(|(&p, s)| as_of(p, Some(s))).collect();
+    let restoring = statuses.values().any(|s| s.restoring) || !st.read.ready();
+    if let Value::Object(m) = &mut report {
+        m.insert("as_of".into(), json!({"partitions": partitions}));
+        m.insert("restoring".into(), restoring.into());
+    }
+    report
 }
 
 /// `GET /v1/portfolio`: NPS, churn, retention, CLV by segment, over the
 /// partitions this instance owns.
 async fn portfolio(State(st): State<HttpState>) -> Response {
     match st.read.portfolio_report() {
-        Some(r) => Json(r).into_response(),
+        Some(r) => Json(with_as_of(&st, json!(r))).into_response(),
         None => {
             ApiError::NotYetKnown("no partition has published analytics yet".into()).into_response()
         }
@@ -537,15 +553,13 @@ async fn list_accounts(
     } else {
         None
     };
-    let statuses = st.read.statuses();
-    let partitions: Vec<Value> = statuses.iter().map(|(&p, s)| as_of(p, Some(s))).collect();
-    let restoring = statuses.values().any(|s| s.restoring) || !st.read.ready();
-    Ok(Json(json!({
-        "accounts": page.iter().map(list_item).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "as_of": {"partitions": partitions},
-        "restoring": restoring,
-    })))
+    Ok(Json(with_as_of(
+        &st,
+        json!({
+            "accounts": page.iter().map(list_item).collect::<Vec<_>>(),
+            "next_cursor": next_cursor,
+        }),
+    )))
 }
 
 #[cfg(test)]

@@ -859,6 +859,17 @@ async fn account_api_listing_and_metrics_over_a_known_log() {
     assert_eq!(all["next_cursor"], Value::Null);
     assert_eq!(all["restoring"], Value::Bool(false));
     assert_eq!(all["as_of"]["partitions"].as_array().map(Vec::len), Some(2));
+    // The analytics routes say how current they are, as the listing does
+    // (SPEC §5); the portfolio is not known until a partition published
+    // its analytics.
+    let iv = get(addr, "/v1/interventions").await;
+    assert_eq!(iv.status, 200, "{}", iv.body);
+    let iv = iv.json();
+    assert_eq!(iv["as_of"], all["as_of"]);
+    assert_eq!(iv["restoring"], Value::Bool(false));
+    let pf = get(addr, "/v1/portfolio").await;
+    assert_eq!(pf.status, 503, "{}", pf.body);
+    assert!(pf.header("retry-after").is_some());
     let listed: Vec<(f64, String)> = all["accounts"]
         .as_array()
         .expect("accounts")
