@@ -57,6 +57,11 @@ enum Cmd {
         /// writing a file (keyed by account_id, murmur2-partitioned, JSON).
         #[arg(long, env = "VITALS_BROKERS")]
         brokers: Option<String>,
+        /// Publish to the cluster of this service config instead of writing
+        /// a file: its kafka.brokers (unless --brokers), client settings
+        /// (security) and input topic names.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// With --brokers: publish at most this many events per second
         /// (a steady load); 0 = as fast as possible.
         #[arg(long, default_value_t = 0)]
@@ -400,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             truth,
             brokers,
+            config,
             rate,
         } => {
             if !(0.0..=1.0).contains(&joining) {
@@ -422,7 +428,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 o.mix.copy_from_slice(&m);
             }
-            if let Some(brokers) = brokers {
+            if brokers.is_some() || config.is_some() {
+                // The built-in config when none is given, with the
+                // environment's secrets (VITALS_KAFKA_*) either way.
+                let mut cfg = load_config(config.as_ref())?;
+                if let Some(b) = brokers {
+                    cfg.kafka.brokers = b;
+                }
+                let brokers = cfg.kafka.brokers.clone();
                 if let Some(p) = &truth {
                     let mut t = BufWriter::new(
                         File::create(p)
@@ -440,8 +453,11 @@ fn run(cli: Cli) -> Result<()> {
                     .build()?;
                 let n = rt
                     .block_on(async {
-                        let p = vitals::kafka::publish::producer(&brokers)?;
-                        vitals::kafka::publish::publish(&p, events, 10_000, rate).await
+                        let p = vitals::kafka::publish::producer_with(
+                            vitals::kafka::service::producer_config(&cfg),
+                        )?;
+                        vitals::kafka::publish::publish(&p, &cfg.kafka.topics, events, 10_000, rate)
+                            .await
                     })
                     .with_context(|| format!("publishing to {brokers}"))?;
                 tracing::info!(events = n, accounts, days, seed, %brokers, "simulation published");
@@ -915,6 +931,7 @@ fn demo(o: DemoOpts) -> Result<()> {
     let published = Arc::new(AtomicBool::new(false));
     let publisher = {
         let brokers = cfg.kafka.brokers.clone();
+        let topics = cfg.kafka.topics.clone();
         let published = published.clone();
         let rate = o.rate;
         std::thread::spawn(move || -> Result<u64> {
@@ -923,7 +940,7 @@ fn demo(o: DemoOpts) -> Result<()> {
                 .build()?;
             let n = rt.block_on(async {
                 let p = vitals::kafka::publish::producer(&brokers)?;
-                vitals::kafka::publish::publish(&p, events, 10_000, rate).await
+                vitals::kafka::publish::publish(&p, &topics, events, 10_000, rate).await
             })?;
             published.store(true, Ordering::SeqCst);
             Ok(n)

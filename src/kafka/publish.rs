@@ -1,6 +1,7 @@
 //! Publishing events to the input topics (`vitals simulate --brokers`):
-//! each event goes to its family's topic (SPEC §1 defaults), keyed by
-//! `account_id`, partitioned with murmur2 like the Java client, as JSON.
+//! each event goes to its family's topic (SPEC §1 defaults, or the names
+//! of `[kafka.topics]`), keyed by `account_id`, partitioned with murmur2
+//! like the Java client, as JSON.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::codec::json;
+use crate::config::TopicNames;
 use crate::core::Event;
 
 use super::topics;
@@ -24,11 +26,26 @@ pub fn topic_for(type_name: &str) -> &'static str {
     }
 }
 
+/// [`topic_for`] with the topic names of a config.
+pub fn topic_in<'a>(names: &'a TopicNames, type_name: &str) -> &'a str {
+    let i = topics::INPUTS
+        .iter()
+        .position(|&t| t == topic_for(type_name))
+        .unwrap_or(0);
+    names.inputs()[i]
+}
+
 /// An idempotent producer for the input topics.
 pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    producer_with(c)
+}
+
+/// [`producer`] over `base`: brokers and client settings (security) of a
+/// config.
+pub fn producer_with(mut base: ClientConfig) -> Result<FutureProducer, KafkaError> {
+    base.set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
@@ -40,6 +57,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 /// many were delivered.
 pub async fn publish(
     producer: &FutureProducer,
+    topics: &TopicNames,
     events: impl IntoIterator<Item = Event<'static>>,
     in_flight: usize,
     rate: u64,
@@ -55,7 +73,7 @@ pub async fn publish(
         let payload = json::encode(&ev);
         let key = ev.account_id.to_string();
         let fut = producer.send_result(
-            FutureRecord::to(topic_for(ev.type_name()))
+            FutureRecord::to(topic_in(topics, ev.type_name()))
                 .key(&key)
                 .payload(&payload),
         );
@@ -83,5 +101,23 @@ async fn deliver(f: rdkafka::producer::DeliveryFuture) -> Result<(), KafkaError>
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_go_to_the_configured_input_topics() {
+        let mut names = TopicNames::default();
+        assert_eq!(topic_in(&names, "ticket.opened"), "tickets");
+        names.tickets = "prod.tickets".into();
+        names.usage = "prod.usage".into();
+        assert_eq!(topic_in(&names, "ticket.opened"), "prod.tickets");
+        assert_eq!(topic_in(&names, "usage.login"), "prod.usage");
+        assert_eq!(topic_in(&names, "account.updated"), "prod.usage");
+        assert_eq!(topic_in(&names, "invoice.paid"), "payments");
+        assert_eq!(topic_in(&names, "survey.nps"), "surveys");
     }
 }
