@@ -67,7 +67,7 @@ pub enum SnapshotError {
     Magic,
     #[error("truncated snapshot ({0})")]
     Truncated(&'static str),
-    #[error("checksum mismatch: the file is corrupt")]
+    #[error("checksum mismatch: the file is corrupt or truncated")]
     Checksum,
     #[error("snapshot format version {found} is not supported (this build reads {VERSION}); the partition is rebuilt from the log")]
     Version { found: u32 },
