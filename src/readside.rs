@@ -89,45 +89,27 @@ pub mod names {
     /// Histogram name the fold shell should use for every score it
     /// evaluates; [`super::install_recorder`] gives it 10-point buckets.
     pub const EVALUATED_SCORE: &str = "vitals_evaluated_score";
-    /// Counter: Events by input topic, type and outcome (applied, duplicate, late, invalid).
+    // The service's own metrics, recorded through the `metrics` facade;
+    // their kinds and help texts are in [`FACADE`].
     pub const EVENTS_TOTAL: &str = "vitals_events_total";
-    /// Counter: Records of vitals.sequenced folded.
     pub const SEQUENCED_TOTAL: &str = "vitals_sequenced_total";
-    /// Histogram: Time to fold one batch of sequenced records and hand its outputs to the producer.
     pub const BATCH_SECONDS: &str = "vitals_batch_seconds";
-    /// Counter: Health records published to vitals.health.
     pub const HEALTH_PUBLISHED_TOTAL: &str = "vitals_health_published_total";
-    /// Counter: Alerts published, by kind.
     pub const ALERTS_TOTAL: &str = "vitals_alerts_total";
-    /// Histogram: From the causing input record's Kafka timestamp to its alert being handed to the producer.
     pub const EVENT_TO_ALERT_SECONDS: &str = "vitals_event_to_alert_seconds";
-    /// Counter: Invalid records sent to the dead-letter topic, by source topic.
     pub const DLQ_TOTAL: &str = "vitals_dlq_total";
-    /// Counter: Records published by the shadow scorecard.
     pub const SHADOW_PUBLISHED_TOTAL: &str = "vitals_shadow_published_total";
-    /// Counter: Records that arrived on the wrong input partition, re-routed to their owner.
     pub const REPARTITIONED_TOTAL: &str = "vitals_repartitioned_total";
-    /// Gauge: Records of the input topics not yet sequenced, by partition.
     pub const CONSUMER_LAG: &str = "vitals_consumer_lag";
-    /// Histogram: Time to commit input offsets (and the transaction, when enabled).
     pub const COMMIT_SECONDS: &str = "vitals_commit_seconds";
-    /// Counter: Kafka transaction operations retried.
     pub const TRANSACTION_RETRIES_TOTAL: &str = "vitals_transaction_retries_total";
-    /// Histogram: Time to restore a partition (snapshot load and tail replay).
     pub const RESTORE_SECONDS: &str = "vitals_restore_seconds";
-    /// Counter: Records the sequencer released at sequencer.max_wait_ms without the other inputs, by topic.
     pub const SEQUENCER_DEADLINE_RELEASES_TOTAL: &str = "vitals_sequencer_deadline_releases_total";
-    /// Counter: Input records deleted by the broker's retention before they were sequenced.
     pub const RECORDS_LOST_TO_RETENTION_TOTAL: &str = "vitals_records_lost_to_retention_total";
-    /// Histogram: Time to encode and store a partition snapshot.
     pub const SNAPSHOT_SECONDS: &str = "vitals_snapshot_seconds";
-    /// Histogram: Time a partition's fold stopped to take a snapshot's copy.
     pub const SNAPSHOT_STALL_SECONDS: &str = "vitals_snapshot_stall_seconds";
-    /// Gauge: Size of the partition's last snapshot.
     pub const SNAPSHOT_BYTES: &str = "vitals_snapshot_bytes";
-    /// Gauge: Unix time of the partition's last stored snapshot.
     pub const SNAPSHOT_LAST_SUCCESS: &str = "vitals_snapshot_last_success_timestamp_seconds";
-    /// Counter: Snapshots that could not be taken or stored.
     pub const SNAPSHOT_FAILURES_TOTAL: &str = "vitals_snapshot_failures_total";
 
     /// The service's own metrics (recorded through the `metrics` facade),
