@@ -34,9 +34,9 @@ struct Cli {
 enum Cmd {
     /// Realistic synthetic customers → a JSONL event log (and ground truth).
     Simulate {
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 1000, value_parser = at_least_one())]
         accounts: u32,
-        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 365, value_parser = at_least_one())]
         days: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -206,9 +206,9 @@ enum Cmd {
 /// `vitals demo`: the whole system on one machine, no setup.
 #[derive(clap::Args)]
 struct DemoOpts {
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     accounts: u32,
-    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 150, value_parser = at_least_one())]
     days: u32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -255,9 +255,9 @@ enum SnapshotCmd {
 enum BenchCmd {
     /// Snapshot write/size/load and tail replay vs full replay, one partition.
     Snapshot {
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 100_000, value_parser = at_least_one())]
         accounts: u32,
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 30, value_parser = at_least_one())]
         days: u32,
         /// Days of events after the snapshot (the tail to replay).
         #[arg(long, default_value_t = 1)]
@@ -281,9 +281,9 @@ enum BenchCmd {
     /// The Kafka snapshot store on the embedded broker: put, then list +
     /// get from another instance, of every partition's snapshot.
     SnapshotKafka {
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 100_000, value_parser = at_least_one())]
         accounts: u32,
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 30, value_parser = at_least_one())]
         days: u32,
         /// Enough that one partition's snapshot fits the embedded broker's
         /// 5 MiB per partition (about 800 bytes per account).
@@ -312,9 +312,9 @@ enum BenchCmd {
     },
     /// Fold simulated accounts and report resident memory growth per account.
     Memory {
-        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one())]
         accounts: u32,
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 30, value_parser = at_least_one())]
         days: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -328,6 +328,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10_000_000)]
         accounts: u64,
     },
+}
+
+/// Accounts and days: 0 of either is refused by name (`--days 0` made the
+/// simulator panic).
+fn at_least_one() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
 }
 
 fn env_map() -> BTreeMap<String, String> {

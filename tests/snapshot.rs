@@ -225,11 +225,7 @@ fn inspect_prints_metadata_and_flags_corruption() {
     let p = folded();
     let path = dir.path().join("s.snap");
     std::fs::write(&path, snapshot::encode(&p, 2, 77, "0;;", 5)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
-        .args(["snapshot", "inspect"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = inspect(&path);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["partition"], 2);
@@ -243,11 +239,7 @@ fn inspect_prints_metadata_and_flags_corruption() {
     let mid = b.len() / 2;
     b[mid] ^= 0xff;
     std::fs::write(&path, b).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
-        .args(["snapshot", "inspect"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = inspect(&path);
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["checksum_ok"], false);
@@ -255,11 +247,7 @@ fn inspect_prints_metadata_and_flags_corruption() {
     // A file that is no snapshot: its checksum was never checked.
     let other = dir.path().join("events.jsonl");
     std::fs::write(&other, "{\"id\":\"e1\"}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
-        .args(["snapshot", "inspect"])
-        .arg(&other)
-        .output()
-        .unwrap();
+    let out = inspect(&other);
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["checksum_ok"], serde_json::Value::Null, "{v}");
@@ -268,13 +256,18 @@ fn inspect_prints_metadata_and_flags_corruption() {
         .unwrap()
         .contains("not a Vitals snapshot"));
     // A missing file: one line naming it, the OS's reason once.
-    let out = Command::new(env!("CARGO_BIN_EXE_vitals"))
-        .args(["snapshot", "inspect"])
-        .arg(dir.path().join("missing.snap"))
-        .output()
-        .unwrap();
+    let out = inspect(dir.path().join("missing.snap"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.snap: No such file"), "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+/// `vitals snapshot inspect PATH`, run as a user would.
+fn inspect(path: impl AsRef<std::path::Path>) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vitals"))
+        .args(["snapshot", "inspect"])
+        .arg(path.as_ref())
+        .output()
+        .unwrap()
 }

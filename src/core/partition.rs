@@ -1191,6 +1191,13 @@ fn upsell_signals(
     v
 }
 
+/// A share rounded to 0.1 percent, as the nearest double to a whole
+/// number of thousandths (`round1(x * 100) / 100` printed 133.3 / 100 as
+/// 1.3330000000000002).
+fn thousandths(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Calls `push` with each upsell signal that holds, in output order. With
 /// `explain` false the details are left empty: a cheap count, with no
 /// allocation, for the common case where nothing fires.
@@ -1212,7 +1219,7 @@ fn each_upsell_signal(
         if u >= r.upsell_seat_utilisation {
             s.push(UpsellSignal {
                 signal: "seat_utilisation",
-                value: (u * 1000.0).round() / 1000.0,
+                value: thousandths(u),
                 detail: explain_then(explain, || {
                     format!(
                         "{} of {} licensed seats active in the last 7 days",
@@ -1240,9 +1247,7 @@ fn each_upsell_signal(
         if g >= r.upsell_usage_growth {
             s.push(UpsellSignal {
                 signal: "usage_growth",
-                // To 0.1 percent, as the nearest double to a whole number
-                // of thousandths (133.3 / 100 would print 1.3330000000000002).
-                value: (g * 1000.0).round() / 1000.0,
+                value: thousandths(g),
                 detail: explain_then(explain, || {
                     format!("product usage up {:.0}% vs the prior 4 weeks", g * 100.0)
                 }),
@@ -1262,7 +1267,7 @@ fn each_upsell_signal(
     if breadth >= r.upsell_feature_breadth {
         s.push(UpsellSignal {
             signal: "feature_breadth",
-            value: (breadth * 1000.0).round() / 1000.0,
+            value: thousandths(breadth),
             detail: explain_then(explain, || {
                 format!("{} distinct features used in 28 days", m.features_28d)
             }),

@@ -730,23 +730,29 @@ pub fn drivers(ev: &Evaluation, max: usize) -> Vec<super::signal::Driver> {
     let mut idx: Vec<usize> = (0..FACTORS)
         .filter(|&i| ev.impacts[i].abs() >= 0.5)
         .collect();
+    by_impact(ev, &mut idx);
+    idx.truncate(max);
+    idx.into_iter().map(|i| driver(ev, i)).collect()
+}
+
+/// Sorts factor indices largest |impact| first, ties by factor order.
+fn by_impact(ev: &Evaluation, idx: &mut [usize]) {
     idx.sort_by(|&a, &b| {
         ev.impacts[b]
             .abs()
             .total_cmp(&ev.impacts[a].abs())
             .then(a.cmp(&b))
     });
-    idx.truncate(max);
-    idx.into_iter()
-        .map(|i| {
-            let fac = Factor::ALL[i];
-            super::signal::Driver {
-                factor: fac.name(),
-                impact: round1(ev.impacts[i]),
-                detail: detail(fac, &ev.measures),
-            }
-        })
-        .collect()
+}
+
+/// Factor `i` of `ev` as a driver: its impact and its sentence.
+fn driver(ev: &Evaluation, i: usize) -> super::signal::Driver {
+    let fac = Factor::ALL[i];
+    super::signal::Driver {
+        factor: fac.name(),
+        impact: round1(ev.impacts[i]),
+        detail: detail(fac, &ev.measures),
+    }
 }
 
 /// [`drivers`] of an alert raised by the hard trigger `hard`: the
@@ -761,23 +767,14 @@ pub fn trigger_drivers(
     hard: HardTrigger,
 ) -> Vec<super::signal::Driver> {
     let mut out = drivers(ev, max);
-    let mut missing: Vec<Factor> = hard
+    let mut missing: Vec<usize> = hard
         .factors()
         .iter()
-        .copied()
         .filter(|f| out.iter().all(|d| d.factor != f.name()))
+        .map(|&f| f as usize)
         .collect();
-    missing.sort_by(|&a, &b| {
-        ev.impacts[b as usize]
-            .abs()
-            .total_cmp(&ev.impacts[a as usize].abs())
-            .then((a as usize).cmp(&(b as usize)))
-    });
-    out.extend(missing.into_iter().map(|fac| super::signal::Driver {
-        factor: fac.name(),
-        impact: round1(ev.impacts[fac as usize]),
-        detail: detail(fac, &ev.measures),
-    }));
+    by_impact(ev, &mut missing);
+    out.extend(missing.into_iter().map(|i| driver(ev, i)));
     out
 }
 
