@@ -29,6 +29,8 @@ use crate::core::Ts;
 
 use super::pb;
 
+mod wire;
+
 /// Current state format version. 2 added the portfolio's monthly flows
 /// and the intervention observations: a format-1 snapshot lacks that
 /// history, so it is refused (and the partition restored from an older
@@ -107,6 +109,7 @@ fn unov(o: &pb::OverrideState) -> Result<Override, StateError> {
     })
 }
 
+#[cfg(test)]
 /// Replaces `v`'s contents with `it`, keeping its allocation: one scratch
 /// `AccountState` serves every account of a snapshot.
 fn fill<T>(v: &mut Vec<T>, it: impl IntoIterator<Item = T>) {
@@ -114,6 +117,7 @@ fn fill<T>(v: &mut Vec<T>, it: impl IntoIterator<Item = T>) {
     v.extend(it);
 }
 
+#[cfg(test)]
 /// [`fill`] with a week column, left empty when all its cells are 0.
 fn fill_week<T: Copy + Default + PartialEq + Into<u32>>(v: &mut Vec<u32>, cells: [T; WEEKS]) {
     v.clear();
@@ -122,6 +126,7 @@ fn fill_week<T: Copy + Default + PartialEq + Into<u32>>(v: &mut Vec<u32>, cells:
     }
 }
 
+#[cfg(test)]
 /// Writes `days` as their newest (returned) and each one's distance back
 /// from it into `back`: a day number takes three bytes as a varint, a
 /// distance of under 128 days one.
@@ -132,7 +137,10 @@ fn days_back(days: impl Iterator<Item = i32> + Clone, back: &mut Vec<u32>) -> i3
 }
 
 /// Writes `a` into `s`, reusing `s`'s vectors and strings (no allocation
-/// per account once they have grown).
+/// per account once they have grown). Snapshots write accounts with
+/// [`wire::account`], which a test holds to the bytes prost writes for
+/// this message.
+#[cfg(test)]
 fn account_into(a: &Account, s: &mut pb::AccountState) {
     let w = &a.weeks;
     let ex = a.extras.as_deref();
@@ -801,16 +809,20 @@ impl<'a> StateWriter<'a> {
 
 /// Appends the accounts of `range` as `accounts` fields.
 fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
-    let mut s = pb::AccountState::default();
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    // One account's message, written before its length is known.
+    let mut body = Vec::with_capacity(1024);
     // How many accounts ahead their parts are asked for: a cache miss
     // outlasts encoding an account or two.
     const AHEAD: usize = 8;
     for i in range {
         p.accounts.prefetch_parts(i + AHEAD);
         p.accounts.prefetch_tickets(i + AHEAD / 2);
-        account_into(&p.accounts[i], &mut s);
-        // Key, length and message, the length computed once.
-        prost::encoding::message::encode(ACCOUNTS_FIELD, &s, out);
+        body.clear();
+        wire::account(&p.accounts[i], &mut body);
+        encode_key(ACCOUNTS_FIELD, WireType::LengthDelimited, out);
+        encode_varint(body.len() as u64, out);
+        out.extend_from_slice(&body);
     }
 }
 
@@ -1529,6 +1541,64 @@ mod tests {
         let back = decode(&reordered, Arc::clone(&model)).expect("decodes");
         assert!(back == p);
         assert_eq!(encode(&back), one);
+    }
+
+    /// The direct writer ([`wire::account`]) writes, for every account,
+    /// the bytes prost writes for the message [`account_into`] fills —
+    /// accounts with overrides and their audit trail, open tickets,
+    /// unpaid invoices and surveys included.
+    #[test]
+    fn the_direct_account_writer_writes_what_prost_writes() {
+        let mut p = folded(400, 120, 11);
+        let ids: Vec<String> = p
+            .accounts
+            .iter()
+            .take(5)
+            .map(|a| a.id.to_string())
+            .collect();
+        let mut out = Vec::new();
+        let t = p.max_time;
+        for (n, id) in ids.iter().enumerate() {
+            for (k, extra) in [
+                r#""band":"at_risk","score":35,"reason":"Champion left","by":"csm-anna""#,
+                r#""score":0,"reason":"Renewal signed""#,
+            ]
+            .iter()
+            .enumerate()
+            {
+                let line = format!(
+                    r#"{{"id":"ov-{n}-{k}","account_id":"{id}","type":"health.override","time":"{}","expires_at":"2099-01-01T00:00:00Z",{extra}}}"#,
+                    crate::codec::timefmt::format(t + k as i64)
+                );
+                let ev = crate::codec::json::decode(line.as_bytes()).expect("a valid override");
+                p.apply(&ev, &mut out);
+            }
+        }
+        let mut s = pb::AccountState::default();
+        let mut seen = [0usize; 5];
+        for a in p.accounts.iter() {
+            account_into(a, &mut s);
+            let mut direct = Vec::new();
+            wire::account(a, &mut direct);
+            assert_eq!(direct, s.encode_to_vec(), "account {}", a.id);
+            let ex = a.extras.as_deref();
+            for (i, has) in [
+                ex.is_some_and(|e| e.active_override.is_some()),
+                ex.is_some_and(|e| !e.audit.is_empty()),
+                !a.open_tickets().is_empty(),
+                !a.unpaid.is_empty(),
+                a.surveys.is_some(),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                seen[i] += usize::from(has);
+            }
+        }
+        assert!(
+            seen.iter().all(|&n| n > 0),
+            "every part was written: {seen:?}"
+        );
     }
 
     /// A partition folded from a simulated log.
