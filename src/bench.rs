@@ -194,6 +194,34 @@ pub fn load(path: &std::path::Path) -> Result<f64, crate::snapshot::SnapshotErro
     Ok(secs)
 }
 
+/// Loads the snapshot file at `path`, then times writing that state
+/// again into `dir` as the service does (encode, write, fsync, rename) —
+/// the write alone, with nothing folding beside it. Seconds per write.
+pub fn write(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    times: u32,
+) -> Result<Vec<f64>, crate::snapshot::SnapshotError> {
+    use crate::snapshot::{DirStore, SnapshotStore};
+    let io = |source| crate::snapshot::SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let r = std::io::BufReader::with_capacity(1 << 20, f);
+    let (meta, part, _) = crate::snapshot::read_from(r, size, snapshot_model(), None)?;
+    let store = DirStore::new(dir);
+    let mut secs = Vec::new();
+    for _ in 0..times {
+        let t = Instant::now();
+        let snap = crate::snapshot::Writer::new(&part, None, 0, meta.next_offset, "", 0);
+        store.put_from(0, meta.next_offset, &snap)?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    Ok(secs)
+}
+
 /// Folds `accounts` accounts over `days` days, snapshots the state before
 /// the last `tail_days`, and measures stall, write, load and tail replay
 /// against a full replay.

@@ -278,6 +278,16 @@ enum BenchCmd {
     /// process (that command runs it to time a load in a fresh process).
     #[command(hide = true)]
     SnapshotLoad { path: PathBuf },
+    /// Loads a snapshot file, then times writing it again (`--times`
+    /// writes) into `--dir`, with nothing else running.
+    #[command(hide = true)]
+    SnapshotWrite {
+        path: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+        times: u32,
+    },
     /// The Kafka snapshot store on the embedded broker: put, then list +
     /// get from another instance, of every partition's snapshot.
     SnapshotKafka {
@@ -684,6 +694,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench(BenchCmd::SnapshotLoad { path }) => {
             println!("{}", vitals::bench::load(&path)?);
+        }
+        Cmd::Bench(BenchCmd::SnapshotWrite { path, dir, times }) => {
+            println!("{:?}", vitals::bench::write(&path, &dir, times)?);
         }
         Cmd::Bench(BenchCmd::SnapshotKafka {
             accounts,
