@@ -14,7 +14,7 @@ use prost::encoding::message;
 
 use crate::core::account::{Account, OverrideEnd, SupportWeeks, WEEKS};
 
-use super::{dec, happened, ov, pb};
+use super::{dec, happened, ov, pb, StateError};
 
 /// Wire types.
 const VARINT: u32 = 0;
@@ -258,6 +258,153 @@ pub(super) fn account(a: &Account, b: &mut Vec<u8>) {
     days_back(b, 75, a.users.iter().map(|&u| u as u32 as i32));
     days_back(b, 77, a.features.iter().map(|f| f.1));
     opt_uint(b, 79, p.map(|p| p.score_tenths.into()));
+}
+
+/// Reads an `AccountState` message into `s` (cleared by the caller): what
+/// `s.merge(bytes)` does, field for field, with the fields a snapshot
+/// writes read here — scalars and packed columns straight into place —
+/// and every other field, wire type or shape (strings, messages, unpacked
+/// repeated values, unknown fields) handed to prost's own `merge_field`.
+/// A test holds the two to the same result on damaged messages too.
+/// Perf of a 1M-account restore put a third of its time in prost's merge.
+pub(super) fn read_account(mut buf: &[u8], s: &mut pb::AccountState) -> Result<(), StateError> {
+    use prost::encoding::{decode_key, DecodeContext, WireType};
+    use prost::Message;
+    while !buf.is_empty() {
+        let (tag, wt) = decode_key(&mut buf)?;
+        let b = &mut buf;
+        match (tag, wt) {
+            (_, WireType::Varint) => match tag {
+                2 => s.segment = read_varint(b)? as u32,
+                3 => s.tier = read_varint(b)? as u32,
+                4 => s.owner = read_varint(b)? as u32,
+                5 => s.plan = read_varint(b)? as u32,
+                6 => s.scorecard = read_varint(b)? as u32,
+                7 => s.first_seen = unzigzag64(read_varint(b)?),
+                8 => s.subscribed_at = Some(unzigzag64(read_varint(b)?)),
+                9 => s.cancelled_at = Some(unzigzag64(read_varint(b)?)),
+                10 => s.last_eval = Some(unzigzag64(read_varint(b)?)),
+                11 => s.last_activity = Some(unzigzag64(read_varint(b)?)),
+                16 => s.weeks_head = unzigzag32(read_varint(b)?),
+                22 => s.seats_licensed = read_varint(b)? as u32,
+                23 => s.tickets_total = read_varint(b)? as u32,
+                29 => s.resolved = read_varint(b)? as u32,
+                31 => s.mrr_cents = read_varint(b)?,
+                39 => s.payments_failed_total = read_varint(b)? as u32,
+                40 => s.renews_at = Some(unzigzag64(read_varint(b)?)),
+                42 => s.last_nps_score = Some(read_varint(b)? as u32),
+                43 => s.last_nps_day = unzigzag32(read_varint(b)?),
+                46 => s.onboarding = read_varint(b)? as u32,
+                47 => s.touchpoints = read_varint(b)? as u32,
+                48 => s.last_touchpoint = Some(unzigzag64(read_varint(b)?)),
+                51 => s.band = read_varint(b)? as u32,
+                52 => s.at_risk_open = read_varint(b)? != 0,
+                53 => s.last_at_risk_alert = Some(unzigzag64(read_varint(b)?)),
+                54 => s.upsell_active = read_varint(b)? != 0,
+                55 => s.last_upsell_alert = Some(unzigzag64(read_varint(b)?)),
+                56 => s.has_published = read_varint(b)? != 0,
+                58 => s.published_band = read_varint(b)? as u32,
+                59 => s.published_override_set_at = Some(unzigzag64(read_varint(b)?)),
+                60 => s.published_cancelled = read_varint(b)? != 0,
+                61 => s.published_scorecard = read_varint(b)? as u32,
+                63 => s.score_head = unzigzag32(read_varint(b)?),
+                64 => s.timer_due = Some(unzigzag64(read_varint(b)?)),
+                65 => s.has_extras = read_varint(b)? != 0,
+                66 => s.has_support = read_varint(b)? != 0,
+                67 => s.has_surveys = read_varint(b)? != 0,
+                68 => s.at_risk_pending = read_varint(b)? != 0,
+                69 => s.upsell_pending = read_varint(b)? != 0,
+                70 => s.last_csat_score = Some(read_varint(b)? as u32),
+                71 => s.last_csat_day = unzigzag32(read_varint(b)?),
+                72 => s.last_ces_score = Some(read_varint(b)? as u32),
+                73 => s.last_ces_day = unzigzag32(read_varint(b)?),
+                75 => s.user_day_base = unzigzag32(read_varint(b)?),
+                77 => s.feature_day_base = unzigzag32(read_varint(b)?),
+                79 => s.published_tenths = Some(read_varint(b)? as u32),
+                _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+            },
+            (_, WireType::LengthDelimited) => match tag {
+                13 => fixed32s(b, &mut s.feature_hash)?,
+                15 => varints(b, &mut s.feature_count, |v| v as u32)?,
+                17 => varints(b, &mut s.week_activity, |v| v as u32)?,
+                18 => varints(b, &mut s.week_wau, |v| v as u32)?,
+                19 => varints(b, &mut s.week_tickets, |v| v as u32)?,
+                20 => varints(b, &mut s.week_escalations, |v| v as u32)?,
+                21 => varints(b, &mut s.week_reopens, |v| v as u32)?,
+                24 => fixed32s(b, &mut s.ticket_hash)?,
+                25 => varints(b, &mut s.ticket_opened_min, |v| v as u32)?,
+                26 => varints(b, &mut s.ticket_priority, |v| v as u32)?,
+                27 => varints(b, &mut s.ticket_escalated, |v| v != 0)?,
+                32 => varints(b, &mut s.mrr_day, unzigzag32)?,
+                33 => varints(b, &mut s.mrr_value, |v| v)?,
+                34 => fixed32s(b, &mut s.unpaid_hash)?,
+                35 => varints(b, &mut s.unpaid_failures, |v| v as u32)?,
+                36 => varints(b, &mut s.unpaid_days_overdue, |v| v as u32)?,
+                37 => varints(b, &mut s.unpaid_overdue_day, unzigzag32)?,
+                38 => varints(b, &mut s.unpaid_amount, |v| v)?,
+                74 => fixed32s(b, &mut s.user_hash)?,
+                76 => varints(b, &mut s.user_day_back, |v| v as u32)?,
+                78 => varints(b, &mut s.feature_day_back, |v| v as u32)?,
+                _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+            },
+            _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn read_varint(buf: &mut &[u8]) -> Result<u64, prost::DecodeError> {
+    // One byte is the common case: a small count, a day back, a flag.
+    match buf.first() {
+        Some(&v) if v < 0x80 => {
+            *buf = &buf[1..];
+            Ok(u64::from(v))
+        }
+        _ => prost::encoding::decode_varint(buf),
+    }
+}
+
+#[inline(always)]
+fn unzigzag32(v: u64) -> i32 {
+    let v = v as u32;
+    ((v >> 1) as i32) ^ (-((v & 1) as i32))
+}
+
+#[inline(always)]
+fn unzigzag64(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ (-((v & 1) as i64))
+}
+
+/// The length of a length-delimited field, and the field's bytes.
+fn delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
+    let len = prost::encoding::decode_varint(buf)?;
+    if len > buf.len() as u64 {
+        return Err(StateError::Malformed("accounts"));
+    }
+    let (field, rest) = buf.split_at(len as usize);
+    *buf = rest;
+    Ok(field)
+}
+
+/// A packed varint column, appended (as prost appends repeated fields).
+fn varints<T>(buf: &mut &[u8], out: &mut Vec<T>, f: impl Fn(u64) -> T) -> Result<(), StateError> {
+    let mut field = delimited(buf)?;
+    while !field.is_empty() {
+        out.push(f(read_varint(&mut field)?));
+    }
+    Ok(())
+}
+
+/// A packed `fixed32` column, appended.
+fn fixed32s(buf: &mut &[u8], out: &mut Vec<u32>) -> Result<(), StateError> {
+    let field = delimited(buf)?;
+    let words = field.chunks_exact(4);
+    if !words.remainder().is_empty() {
+        return Err(StateError::Malformed("accounts"));
+    }
+    out.extend(words.map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+    Ok(())
 }
 
 #[cfg(test)]
