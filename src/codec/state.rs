@@ -109,16 +109,15 @@ fn unov(o: &pb::OverrideState) -> Result<Override, StateError> {
     })
 }
 
+/// Replaces `v`'s contents with `it`, keeping its allocation.
 #[cfg(test)]
-/// Replaces `v`'s contents with `it`, keeping its allocation: one scratch
-/// `AccountState` serves every account of a snapshot.
 fn fill<T>(v: &mut Vec<T>, it: impl IntoIterator<Item = T>) {
     v.clear();
     v.extend(it);
 }
 
-#[cfg(test)]
 /// [`fill`] with a week column, left empty when all its cells are 0.
+#[cfg(test)]
 fn fill_week<T: Copy + Default + PartialEq + Into<u32>>(v: &mut Vec<u32>, cells: [T; WEEKS]) {
     v.clear();
     if cells.iter().any(|c| *c != T::default()) {
@@ -126,20 +125,18 @@ fn fill_week<T: Copy + Default + PartialEq + Into<u32>>(v: &mut Vec<u32>, cells:
     }
 }
 
-#[cfg(test)]
 /// Writes `days` as their newest (returned) and each one's distance back
 /// from it into `back`: a day number takes three bytes as a varint, a
 /// distance of under 128 days one.
+#[cfg(test)]
 fn days_back(days: impl Iterator<Item = i32> + Clone, back: &mut Vec<u32>) -> i32 {
     let base = days.clone().max().unwrap_or(0);
     fill(back, days.map(|d| base.abs_diff(d)));
     base
 }
 
-/// Writes `a` into `s`, reusing `s`'s vectors and strings (no allocation
-/// per account once they have grown). Snapshots write accounts with
-/// [`wire::account`], which a test holds to the bytes prost writes for
-/// this message.
+/// Writes `a` into `s`: the message prost encodes, the reference the
+/// tests hold [`wire::account`] (what snapshots write) to, byte for byte.
 #[cfg(test)]
 fn account_into(a: &Account, s: &mut pb::AccountState) {
     let w = &a.weeks;
@@ -370,7 +367,7 @@ fn same_len(lens: &[usize], f: &'static str) -> Result<(), StateError> {
     }
 }
 
-/// Days as format 5 writes them (`base - back`, see [`days_back`]), or as
+/// Days as format 5 writes them (`base - back`, see `wire::days_back`), or as
 /// format 4 did (`whole`); `n` of them, checked, then read without an
 /// allocation. A state holds one form or the other.
 fn days_of<'s>(
@@ -708,10 +705,10 @@ const _: () = assert!(BLOCK % crate::core::accounts::CHUNK == 0);
 /// block at a time, on several threads ([`decode_framed`]). The bytes are
 /// the same for the same state, whatever the thread count.
 ///
-/// Accounts are written from one reused scratch message instead of a
-/// million `AccountState` values built first; a large partition's blocks
-/// are encoded on all cores and written in order through reused buffers,
-/// so the state is never held whole in memory. Fresh memory is expensive
+/// Accounts are written straight from the accounts (`wire::account`)
+/// instead of a million `AccountState` values built first; a large
+/// partition's blocks are encoded on all cores and written in order
+/// through reused buffers, so the state is never held whole in memory. Fresh memory is expensive
 /// to touch the first time (about 3 ms per MB on this project's VMs,
 /// BENCHMARKS.md "Snapshots"), and a 1M-account state is 470 MB.
 pub struct StateWriter<'a> {
@@ -809,20 +806,13 @@ impl<'a> StateWriter<'a> {
 
 /// Appends the accounts of `range` as `accounts` fields.
 fn encode_accounts(p: &Partition, range: Range<usize>, out: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-    // One account's message, written before its length is known.
-    let mut body = Vec::with_capacity(1024);
     // How many accounts ahead their parts are asked for: a cache miss
     // outlasts encoding an account or two.
     const AHEAD: usize = 8;
     for i in range {
         p.accounts.prefetch_parts(i + AHEAD);
         p.accounts.prefetch_tickets(i + AHEAD / 2);
-        body.clear();
-        wire::account(&p.accounts[i], &mut body);
-        encode_key(ACCOUNTS_FIELD, WireType::LengthDelimited, out);
-        encode_varint(body.len() as u64, out);
-        out.extend_from_slice(&body);
+        wire::account_field(out, ACCOUNTS_FIELD, &p.accounts[i]);
     }
 }
 
@@ -1036,7 +1026,7 @@ fn kind_from(v: &[i64]) -> Result<KindOutcome, StateError> {
 /// so that the accounts can be decoded one scratch message at a time, on
 /// several threads.
 fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
-    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    use prost::encoding::{decode_key, skip_field, DecodeContext, WireType};
     let mut header = Vec::new();
     let mut accounts = Vec::new();
     let mut buf = bytes;
@@ -1044,13 +1034,7 @@ fn split_accounts(bytes: &[u8]) -> Result<(Vec<u8>, Vec<&[u8]>), StateError> {
         let start = bytes.len() - buf.len();
         let (tag, wire) = decode_key(&mut buf)?;
         if tag == ACCOUNTS_FIELD && wire == WireType::LengthDelimited {
-            let len = decode_varint(&mut buf)?;
-            if len > buf.len() as u64 {
-                return Err(StateError::Malformed("accounts"));
-            }
-            let (account, rest) = buf.split_at(len as usize);
-            accounts.push(account);
-            buf = rest;
+            accounts.push(wire::delimited(&mut buf, "accounts")?);
         } else {
             skip_field(wire, tag, &mut buf, DecodeContext::default())?;
             header.extend_from_slice(&bytes[start..bytes.len() - buf.len()]);
@@ -1109,19 +1093,13 @@ fn decode_block(
     cards: usize,
     out: &mut Decoded,
 ) -> Result<(), StateError> {
-    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::encoding::{decode_key, WireType};
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf)?;
         if tag != ACCOUNTS_FIELD || wire != WireType::LengthDelimited {
             return Err(StateError::Malformed("accounts block"));
         }
-        let len = decode_varint(&mut buf)?;
-        if len > buf.len() as u64 {
-            return Err(StateError::Malformed("accounts"));
-        }
-        let (message, rest) = buf.split_at(len as usize);
-        out.push(message, s, cards)?;
-        buf = rest;
+        out.push(wire::delimited(&mut buf, "accounts")?, s, cards)?;
     }
     Ok(())
 }
@@ -1145,13 +1123,7 @@ fn decode_on(
     let block = |messages: &[&[u8]]| {
         let mut b = Vec::new();
         for m in messages {
-            prost::encoding::encode_key(
-                ACCOUNTS_FIELD,
-                prost::encoding::WireType::LengthDelimited,
-                &mut b,
-            );
-            prost::encoding::encode_varint(m.len() as u64, &mut b);
-            b.extend_from_slice(m);
+            wire::bytes_field(&mut b, ACCOUNTS_FIELD, m);
         }
         b
     };
@@ -1529,13 +1501,7 @@ mod tests {
         assert_eq!(accounts.len(), 300);
         let mut reordered = Vec::new();
         for a in &accounts {
-            prost::encoding::encode_key(
-                ACCOUNTS_FIELD,
-                prost::encoding::WireType::LengthDelimited,
-                &mut reordered,
-            );
-            prost::encoding::encode_varint(a.len() as u64, &mut reordered);
-            reordered.extend_from_slice(a);
+            wire::bytes_field(&mut reordered, ACCOUNTS_FIELD, a);
         }
         reordered.extend_from_slice(&header);
         let back = decode(&reordered, Arc::clone(&model)).expect("decodes");
@@ -1549,7 +1515,30 @@ mod tests {
     /// unpaid invoices and surveys included.
     #[test]
     fn the_direct_account_writer_writes_what_prost_writes() {
-        let p = with_overrides(folded(400, 120, 11));
+        let mut p = with_overrides(folded(400, 120, 11));
+        // Parts a simulated log rarely or never sets, on a few accounts.
+        for i in 0..3 {
+            let a = &mut p.accounts[i];
+            a.cancelled_at = a.first_seen + 1;
+            a.timer_due = -7;
+            a.weeks.head = i32::MIN;
+            a.mrr_history.push((-5, u64::MAX));
+            a.alert.published = Some(Published {
+                score_tenths: 555,
+                band: Band::AtRisk,
+                override_set_at: i64::MIN + 1,
+                cancelled: true,
+                scorecard: u16::MAX,
+            });
+            a.alert.at_risk_pending = true;
+            a.alert.upsell_pending = true;
+            a.surveys = Some(Box::new(Surveys {
+                last_nps: Some((0, -1)),
+                last_csat: Some((5, i32::MAX)),
+                last_ces: Some((7, i32::MIN)),
+                ..Surveys::default()
+            }));
+        }
         let mut s = pb::AccountState::default();
         let mut seen = [0usize; 5];
         for a in p.accounts.iter() {
@@ -1626,7 +1615,8 @@ mod tests {
             }
             match read(&d) {
                 (Ok(r), Ok(t)) => {
-                    assert_eq!(r, t, "damaged message {k}");
+                    // As bytes: a damaged double may be NaN, never equal.
+                    assert_eq!(r.encode_to_vec(), t.encode_to_vec(), "damaged message {k}");
                     ok += 1;
                 }
                 (Err(_), Err(_)) => err += 1,
@@ -1634,6 +1624,146 @@ mod tests {
             }
         }
         assert!(ok > 1000 && err > 1000, "{ok} read, {err} refused");
+    }
+
+    /// Every field of an `AccountState` set to a value of its own, at the
+    /// ends of its type's range, read as prost reads it — also with the
+    /// repeated fields unpacked, scalars out of a `uint32`'s range, and
+    /// fields repeated (the later scalar wins, columns append).
+    #[test]
+    fn the_direct_account_reader_reads_every_field_as_prost() {
+        let dec = |k: u32| pb::Decayed {
+            sum: -1.5 * k as f64,
+            weight: f64::MAX,
+            day: -(k as i32),
+            count: u32::MAX - k,
+        };
+        let over = pb::OverrideState {
+            band: Some("at_risk".into()),
+            score: Some(0),
+            reason: "r".into(),
+            by: Some("b".into()),
+            set_at: i64::MIN,
+            expires_at: i64::MAX,
+            event_id: "e".into(),
+        };
+        let s = pb::AccountState {
+            id: "acct-é".into(),
+            segment: 1,
+            tier: 2,
+            owner: 3,
+            plan: u32::MAX,
+            scorecard: 5,
+            first_seen: i64::MIN,
+            subscribed_at: Some(0),
+            cancelled_at: Some(-1),
+            last_eval: Some(i64::MAX),
+            last_activity: Some(1 << 40),
+            users: vec![u64::MAX, 0, 9],
+            user_hash: vec![u32::MAX, 0, 7],
+            user_day_base: i32::MIN,
+            user_day_back: vec![u32::MAX, 0, 128],
+            feature_hash: vec![11, 12],
+            feature_day: vec![i32::MIN, -1, i32::MAX],
+            feature_day_base: i32::MAX,
+            feature_day_back: vec![300, 1],
+            feature_count: vec![u32::MAX, 16_384],
+            weeks_head: -9,
+            week_activity: vec![1; WEEKS],
+            week_wau: vec![2; WEEKS],
+            week_tickets: vec![3; WEEKS],
+            week_escalations: vec![4; WEEKS],
+            week_reopens: vec![5; WEEKS],
+            seats_licensed: 6,
+            tickets_total: 7,
+            ticket_hash: vec![8, 9],
+            ticket_opened_min: vec![10, u32::MAX],
+            ticket_priority: vec![0, 3],
+            ticket_escalated: vec![true, false],
+            resolve_hours: -0.25,
+            resolved: 12,
+            ticket_csat: Some(dec(1)),
+            mrr_cents: u64::MAX,
+            mrr_day: vec![-3, i32::MIN],
+            mrr_value: vec![u64::MAX, 1],
+            unpaid_hash: vec![13],
+            unpaid_failures: vec![14],
+            unpaid_days_overdue: vec![15],
+            unpaid_overdue_day: vec![-16],
+            unpaid_amount: vec![17],
+            payments_failed_total: 18,
+            renews_at: Some(-19),
+            nps: Some(dec(2)),
+            last_nps_score: Some(0),
+            last_nps_day: -20,
+            csat: Some(dec(3)),
+            ces: Some(dec(4)),
+            onboarding: 21,
+            touchpoints: 22,
+            last_touchpoint: Some(23),
+            active_override: Some(over.clone()),
+            override_audit: vec![pb::OverrideAudit {
+                entry: Some(over),
+                end: "expired".into(),
+                ended_at: -24,
+            }],
+            band: 25,
+            at_risk_open: true,
+            last_at_risk_alert: Some(26),
+            upsell_active: true,
+            last_upsell_alert: Some(27),
+            has_published: true,
+            published_tenths: Some(0),
+            published_score: 28.5,
+            published_band: 29,
+            published_override_set_at: Some(-30),
+            published_cancelled: true,
+            published_scorecard: 31,
+            score_days: vec![32, 0, 255],
+            score_head: i32::MAX,
+            timer_due: Some(i64::MIN),
+            has_extras: true,
+            has_support: true,
+            has_surveys: true,
+            at_risk_pending: true,
+            upsell_pending: true,
+            last_csat_score: Some(33),
+            last_csat_day: 34,
+            last_ces_score: Some(u32::MAX),
+            last_ces_day: i32::MIN,
+        };
+        let whole = s.encode_to_vec();
+        let mut odd = Vec::new();
+        // Repeated fields unpacked, one value each.
+        for tag in [13u32, 15, 17, 24, 25, 27, 32, 33, 34, 37, 74, 76, 78] {
+            use prost::encoding::WireType::{ThirtyTwoBit, Varint};
+            if matches!(tag, 13 | 24 | 34 | 74) {
+                prost::encoding::encode_key(tag, ThirtyTwoBit, &mut odd);
+                odd.extend_from_slice(&7u32.to_le_bytes());
+            } else {
+                prost::encoding::encode_key(tag, Varint, &mut odd);
+                prost::encoding::encode_varint(1, &mut odd);
+            }
+        }
+        // Varints wider than the field: a `uint32` keeps the low 32 bits.
+        for tag in [2u32, 22, 46, 51, 79, 16, 75] {
+            prost::encoding::encode_key(tag, prost::encoding::WireType::Varint, &mut odd);
+            prost::encoding::encode_varint((1 << 40) + 5, &mut odd);
+        }
+        for bytes in [
+            whole.clone(),
+            odd.clone(),
+            [whole.clone(), odd.clone(), whole.clone()].concat(),
+        ] {
+            let mut ours = pb::AccountState::default();
+            let mut theirs = pb::AccountState::default();
+            wire::read_account(&bytes, &mut ours).expect("reads");
+            theirs.merge(&bytes[..]).expect("prost reads");
+            assert_eq!(ours, theirs);
+        }
+        let mut back = pb::AccountState::default();
+        wire::read_account(&whole, &mut back).expect("reads");
+        assert_eq!(back, s, "every field read back");
     }
 
     /// `p` with overrides set, replaced and expired on some accounts.

@@ -98,26 +98,55 @@ fn packed_fixed32(b: &mut Vec<u8>, tag: u32, vs: impl ExactSizeIterator<Item = u
     }
 }
 
-/// A packed varint field (`uint32`, `uint64`, `sint32` zigzagged by the
-/// caller, `bool`). Its length is written as one byte before the values
-/// and widened after them in the rare case it needs more.
-fn packed(b: &mut Vec<u8>, tag: u32, vs: impl Iterator<Item = u64>) {
-    let start = b.len();
+/// A length-delimited field of `bytes`.
+pub(super) fn bytes_field(b: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    key(b, tag, LEN);
+    varint(b, bytes.len() as u64);
+    b.extend_from_slice(bytes);
+}
+
+/// A length-delimited field whose contents `write` appends, and their
+/// length. The length goes in `guess` bytes before them and is moved
+/// over when it needs more or fewer: no pass to measure the contents
+/// first and, in the common case, no copy.
+fn delimited_field(
+    b: &mut Vec<u8>,
+    tag: u32,
+    guess: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> usize {
     key(b, tag, LEN);
     let at = b.len();
-    b.push(0);
-    for v in vs {
-        varint(b, v);
+    b.resize(at + guess, 0);
+    write(b);
+    let len = b.len() - at - guess;
+    let mut prefix = Vec::with_capacity(10);
+    varint(&mut prefix, len as u64);
+    if prefix.len() == guess {
+        b[at..at + guess].copy_from_slice(&prefix);
+    } else {
+        b.splice(at..at + guess, prefix);
     }
-    let len = b.len() - at - 1;
+    len
+}
+
+/// An account as a length-delimited field `tag` (`PartitionState.accounts`).
+pub(super) fn account_field(b: &mut Vec<u8>, tag: u32, a: &Account) {
+    // A simulated account's message is 128 bytes to 16 KB: two bytes.
+    delimited_field(b, tag, 2, |b| account(a, b));
+}
+
+/// A packed varint field (`uint32`, `uint64`, `sint32` zigzagged by the
+/// caller, `bool`); left out when empty.
+fn packed(b: &mut Vec<u8>, tag: u32, vs: impl Iterator<Item = u64>) {
+    let start = b.len();
+    let len = delimited_field(b, tag, 1, |b| {
+        for v in vs {
+            varint(b, v);
+        }
+    });
     if len == 0 {
         b.truncate(start);
-    } else if len < 0x80 {
-        b[at] = len as u8;
-    } else {
-        let mut wide = Vec::with_capacity(10);
-        varint(&mut wide, len as u64);
-        b.splice(at..=at, wide);
     }
 }
 
@@ -146,9 +175,7 @@ pub(super) fn account(a: &Account, b: &mut Vec<u8>) {
     let tickets = a.open_tickets();
     let has_surveys = a.surveys.is_some();
     if !a.id.is_empty() {
-        key(b, 1, LEN);
-        varint(b, a.id.len() as u64);
-        b.extend_from_slice(a.id.as_bytes());
+        bytes_field(b, 1, a.id.as_bytes());
     }
     uint(b, 2, a.segment.into());
     uint(b, 3, a.tier.into());
@@ -237,11 +264,8 @@ pub(super) fn account(a: &Account, b: &mut Vec<u8>) {
     );
     uint(b, 60, p.is_some_and(|p| p.cancelled).into());
     uint(b, 61, p.map_or(0, |p| p.scorecard).into());
-    let days = &a.alert.score_days;
-    if !days.is_empty() {
-        key(b, 62, LEN);
-        varint(b, days.len() as u64);
-        b.extend_from_slice(days);
+    if !a.alert.score_days.is_empty() {
+        bytes_field(b, 62, &a.alert.score_days);
     }
     sint32(b, 63, a.alert.score_head);
     time(b, 64, a.timer_due);
@@ -376,11 +400,15 @@ fn unzigzag64(v: u64) -> i64 {
     ((v >> 1) as i64) ^ (-((v & 1) as i64))
 }
 
-/// The length of a length-delimited field, and the field's bytes.
-fn delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
+/// The bytes of a length-delimited field (`buf` is past its key); a
+/// length past the end is a malformed `what`.
+pub(super) fn delimited<'a>(
+    buf: &mut &'a [u8],
+    what: &'static str,
+) -> Result<&'a [u8], StateError> {
     let len = prost::encoding::decode_varint(buf)?;
     if len > buf.len() as u64 {
-        return Err(StateError::Malformed("accounts"));
+        return Err(StateError::Malformed(what));
     }
     let (field, rest) = buf.split_at(len as usize);
     *buf = rest;
@@ -389,7 +417,7 @@ fn delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
 
 /// A packed varint column, appended (as prost appends repeated fields).
 fn varints<T>(buf: &mut &[u8], out: &mut Vec<T>, f: impl Fn(u64) -> T) -> Result<(), StateError> {
-    let mut field = delimited(buf)?;
+    let mut field = delimited(buf, "account field")?;
     while !field.is_empty() {
         out.push(f(read_varint(&mut field)?));
     }
@@ -398,10 +426,10 @@ fn varints<T>(buf: &mut &[u8], out: &mut Vec<T>, f: impl Fn(u64) -> T) -> Result
 
 /// A packed `fixed32` column, appended.
 fn fixed32s(buf: &mut &[u8], out: &mut Vec<u32>) -> Result<(), StateError> {
-    let field = delimited(buf)?;
+    let field = delimited(buf, "account field")?;
     let words = field.chunks_exact(4);
     if !words.remainder().is_empty() {
-        return Err(StateError::Malformed("accounts"));
+        return Err(StateError::Malformed("account field"));
     }
     out.extend(words.map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
     Ok(())
