@@ -316,27 +316,25 @@ pub enum OutFormat {
     Protobuf,
 }
 
+/// The topic a signal is published to.
+fn topic_of(s: &Signal) -> OutTopic {
+    match s {
+        Signal::Health(_) => OutTopic::Health,
+        Signal::Alert(a) => match a.kind {
+            AlertKind::UpsellOpportunity => OutTopic::Upsell,
+            _ => OutTopic::AtRisk,
+        },
+    }
+}
+
 impl OutFormat {
-    /// A signal's topic, key and encoded value.
-    fn encode(self, s: &Signal) -> (OutTopic, &str, Vec<u8>) {
+    /// A signal's key and encoded value.
+    fn encode(self, s: &Signal) -> (&str, Vec<u8>) {
         match (s, self) {
-            (Signal::Health(h), OutFormat::Json) => {
-                (OutTopic::Health, &h.account_id, output::health_json(h))
-            }
-            (Signal::Health(h), OutFormat::Protobuf) => {
-                (OutTopic::Health, &h.account_id, output::health_proto(h))
-            }
-            (Signal::Alert(a), f) => (
-                match a.kind {
-                    AlertKind::UpsellOpportunity => OutTopic::Upsell,
-                    _ => OutTopic::AtRisk,
-                },
-                &a.account_id,
-                match f {
-                    OutFormat::Json => output::alert_json(a),
-                    OutFormat::Protobuf => output::alert_proto(a),
-                },
-            ),
+            (Signal::Health(h), OutFormat::Json) => (&h.account_id, output::health_json(h)),
+            (Signal::Health(h), OutFormat::Protobuf) => (&h.account_id, output::health_proto(h)),
+            (Signal::Alert(a), OutFormat::Json) => (&a.account_id, output::alert_json(a)),
+            (Signal::Alert(a), OutFormat::Protobuf) => (&a.account_id, output::alert_proto(a)),
         }
     }
 }
@@ -578,13 +576,39 @@ impl FoldWorker {
                 headers: vec![(headers::FORMAT, format_name(*format).into())],
             }),
         }
-        let record = |topic, key: &str, value, scorecard: &str| OutputRecord {
+        // Each output is numbered per topic; one at or below the topic's
+        // mark was published before (recovery) and is dropped — before it
+        // is encoded, so catching up does not serialize what it discards.
+        let mut next_index = [0u32; 6];
+        let (published, suppressed) = (&self.published, &mut self.suppressed);
+        let mut admit = |t: OutTopic| {
+            let index = next_index[t as usize];
+            next_index[t as usize] += 1;
+            let done = published
+                .get(t as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|mark| (offset, index) <= mark);
+            *suppressed += u64::from(done);
+            (!done).then_some(index)
+        };
+        // The record the match above added, if any (DLQ or re-route).
+        let mut kept = start;
+        for i in start..out.len() {
+            if let Some(index) = admit(out[i].topic) {
+                out[i].index = index;
+                out.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+        let record = |topic, index, key: &str, value, scorecard: &str| OutputRecord {
             topic,
             partition: p,
             key: Some(key.as_bytes().to_vec()),
             value,
             provenance: offset,
-            index: 0,
+            index,
             headers: vec![(headers::SCORECARD, scorecard.to_string())],
         };
         let scorecard = &*self.part.model.id;
@@ -592,36 +616,20 @@ impl FoldWorker {
             if let Signal::Health(h) = &s {
                 self.scores.push(h.score);
             }
-            let (topic, key, value) = self.format.encode(&s);
-            out.push(record(topic, key, value, scorecard));
+            let topic = topic_of(&s);
+            if let Some(index) = admit(topic) {
+                let (key, value) = self.format.encode(&s);
+                out.push(record(topic, index, key, value, scorecard));
+            }
         }
         if let Some(sh) = &self.shadow {
             for s in shadow_signals {
-                let (_, key, value) = self.format.encode(&s);
-                out.push(record(OutTopic::Shadow, key, value, &sh.model.id));
+                if let Some(index) = admit(OutTopic::Shadow) {
+                    let (key, value) = self.format.encode(&s);
+                    out.push(record(OutTopic::Shadow, index, key, value, &sh.model.id));
+                }
             }
         }
-        // Number the outputs per topic, then drop what was published.
-        let mut next_index = [0u32; 6];
-        let mut kept = start;
-        for i in start..out.len() {
-            let t = out[i].topic as usize;
-            out[i].index = next_index[t];
-            next_index[t] += 1;
-            let published = self
-                .published
-                .get(t)
-                .copied()
-                .flatten()
-                .is_some_and(|mark| (offset, out[i].index) <= mark);
-            if published {
-                self.suppressed += 1;
-            } else {
-                out.swap(kept, i);
-                kept += 1;
-            }
-        }
-        out.truncate(kept);
         Ok(())
     }
 }
