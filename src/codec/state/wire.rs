@@ -292,13 +292,12 @@ pub(super) fn account(a: &Account, b: &mut Vec<u8>) {
 /// A test holds the two to the same result on damaged messages too.
 /// Perf of a 1M-account restore put a third of its time in prost's merge.
 pub(super) fn read_account(mut buf: &[u8], s: &mut pb::AccountState) -> Result<(), StateError> {
-    use prost::encoding::{decode_key, DecodeContext, WireType};
-    use prost::Message;
     while !buf.is_empty() {
-        let (tag, wt) = decode_key(&mut buf)?;
+        let at = buf;
+        let key = read_key(&mut buf);
         let b = &mut buf;
-        match (tag, wt) {
-            (_, WireType::Varint) => match tag {
+        match key {
+            Some(k) if k & 7 == VARINT => match k >> 3 {
                 2 => s.segment = read_varint(b)? as u32,
                 3 => s.tier = read_varint(b)? as u32,
                 4 => s.owner = read_varint(b)? as u32,
@@ -345,9 +344,20 @@ pub(super) fn read_account(mut buf: &[u8], s: &mut pb::AccountState) -> Result<(
                 75 => s.user_day_base = unzigzag32(read_varint(b)?),
                 77 => s.feature_day_base = unzigzag32(read_varint(b)?),
                 79 => s.published_tenths = Some(read_varint(b)? as u32),
-                _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+                _ => other(at, b, s)?,
             },
-            (_, WireType::LengthDelimited) => match tag {
+            Some(k) if k & 7 == LEN => match k >> 3 {
+                1 => {
+                    let id = std::str::from_utf8(delimited(b, "account field")?)
+                        .map_err(|_| StateError::Malformed("account id"))?;
+                    s.id.clear();
+                    s.id.push_str(id);
+                }
+                62 => {
+                    let days = delimited(b, "account field")?;
+                    s.score_days.clear();
+                    s.score_days.extend_from_slice(days);
+                }
                 13 => fixed32s(b, &mut s.feature_hash)?,
                 15 => varints(b, &mut s.feature_count, |v| v as u32)?,
                 17 => varints(b, &mut s.week_activity, |v| v as u32)?,
@@ -369,11 +379,38 @@ pub(super) fn read_account(mut buf: &[u8], s: &mut pb::AccountState) -> Result<(
                 74 => fixed32s(b, &mut s.user_hash)?,
                 76 => varints(b, &mut s.user_day_back, |v| v as u32)?,
                 78 => varints(b, &mut s.feature_day_back, |v| v as u32)?,
-                _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+                _ => other(at, b, s)?,
             },
-            _ => s.merge_field(tag, wt, b, DecodeContext::default())?,
+            _ => other(at, b, s)?,
         }
     }
+    Ok(())
+}
+
+/// A field's key, when it takes one or two bytes (every key of an
+/// `AccountState` does); `None` leaves the key to [`other`].
+#[inline(always)]
+fn read_key(buf: &mut &[u8]) -> Option<u32> {
+    match **buf {
+        [k, ..] if k < 0x80 => {
+            *buf = &buf[1..];
+            Some(u32::from(k))
+        }
+        [k0, k1, ..] if k1 < 0x80 => {
+            *buf = &buf[2..];
+            Some(u32::from(k0 & 0x7f) | u32::from(k1) << 7)
+        }
+        _ => None,
+    }
+}
+
+/// The field whose key starts `at` (where `buf` is rewound to), read by
+/// prost — key checks included — into `s`.
+fn other<'a>(at: &'a [u8], buf: &mut &'a [u8], s: &mut pb::AccountState) -> Result<(), StateError> {
+    use prost::Message;
+    *buf = at;
+    let (tag, wire) = prost::encoding::decode_key(buf)?;
+    s.merge_field(tag, wire, buf, prost::encoding::DecodeContext::default())?;
     Ok(())
 }
 
