@@ -179,19 +179,29 @@ pub fn snapshot_model() -> Arc<Model> {
 /// Seconds to read, check and decode the snapshot file at `path` written
 /// by [`snapshot`] (streamed, as [`crate::snapshot::DirStore`] reads it).
 pub fn load(path: &std::path::Path) -> Result<f64, crate::snapshot::SnapshotError> {
+    let model = snapshot_model();
+    let t = Instant::now();
+    let (_, part) = read_snapshot(path, model)?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(part);
+    Ok(secs)
+}
+
+/// Reads the snapshot file at `path` (streamed, as
+/// [`crate::snapshot::DirStore`] reads it).
+fn read_snapshot(
+    path: &std::path::Path,
+    model: Arc<Model>,
+) -> Result<(crate::snapshot::Meta, Partition), crate::snapshot::SnapshotError> {
     let io = |source| crate::snapshot::SnapshotError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let model = snapshot_model();
-    let t = Instant::now();
     let f = std::fs::File::open(path).map_err(io)?;
     let size = f.metadata().map_err(io)?.len();
     let r = std::io::BufReader::with_capacity(1 << 20, f);
-    let (_, part, _) = crate::snapshot::read_from(r, size, model, None)?;
-    let secs = t.elapsed().as_secs_f64();
-    drop(part);
-    Ok(secs)
+    let (meta, part, _) = crate::snapshot::read_from(r, size, model, None)?;
+    Ok((meta, part))
 }
 
 /// Loads the snapshot file at `path`, then times writing that state
@@ -205,14 +215,7 @@ pub fn write(
     times: u32,
 ) -> Result<Vec<f64>, crate::snapshot::SnapshotError> {
     use crate::snapshot::{DirStore, SnapshotStore};
-    let io = |source| crate::snapshot::SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let size = f.metadata().map_err(io)?.len();
-    let r = std::io::BufReader::with_capacity(1 << 20, f);
-    let (meta, part, _) = crate::snapshot::read_from(r, size, snapshot_model(), None)?;
+    let (meta, part) = read_snapshot(path, snapshot_model())?;
     let store = DirStore::new(dir);
     let name = format!("{:020}.snap", meta.next_offset);
     let target = store.path(meta.partition, &name);

@@ -120,12 +120,19 @@ fn delimited_field(
     b.resize(at + guess, 0);
     write(b);
     let len = b.len() - at - guess;
-    let mut prefix = Vec::with_capacity(10);
-    varint(&mut prefix, len as u64);
+    // The length as a varint, on the stack.
+    let (mut prefix, mut n, mut v) = ([0u8; 10], 0, len as u64);
+    while v >= 0x80 {
+        prefix[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    let prefix = &prefix[..=n];
     if prefix.len() == guess {
-        b[at..at + guess].copy_from_slice(&prefix);
+        b[at..at + guess].copy_from_slice(prefix);
     } else {
-        b.splice(at..at + guess, prefix);
+        b.splice(at..at + guess, prefix.iter().copied());
     }
     len
 }
