@@ -708,9 +708,10 @@ const _: () = assert!(BLOCK % crate::core::accounts::CHUNK == 0);
 /// Accounts are written straight from the accounts (`wire::account`)
 /// instead of a million `AccountState` values built first; a large
 /// partition's blocks are encoded on all cores and written in order
-/// through reused buffers, so the state is never held whole in memory. Fresh memory is expensive
-/// to touch the first time (about 3 ms per MB on this project's VMs,
-/// BENCHMARKS.md "Snapshots"), and a 1M-account state is 470 MB.
+/// through reused buffers, so the state is never held whole in memory.
+/// Fresh memory is expensive to touch the first time (about 3 ms per MB
+/// on this project's VMs, BENCHMARKS.md "Snapshots"), and a 1M-account
+/// state is 350 MB.
 pub struct StateWriter<'a> {
     p: &'a Partition,
     threads: usize,
