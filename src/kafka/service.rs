@@ -1362,9 +1362,11 @@ impl Worker {
                 for s in fold.scores.drain(..) {
                     metrics::histogram!(names::EVALUATED_SCORE).record(s);
                 }
-                for ((topic, ty, outcome), n) in fold.tally.drain() {
-                    metrics::counter!(names::EVENTS_TOTAL, "topic" => topic, "type" => ty, "outcome" => outcome)
-                        .increment(n);
+                for (topic, kinds) in fold.tally.drain() {
+                    for ((ty, outcome), n) in kinds {
+                        metrics::counter!(names::EVENTS_TOTAL, "topic" => topic.clone(), "type" => ty, "outcome" => outcome)
+                            .increment(n);
+                    }
                 }
                 metrics::histogram!(names::BATCH_SECONDS)
                     .record(batch_start.elapsed().as_secs_f64());

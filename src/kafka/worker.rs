@@ -407,9 +407,12 @@ pub struct FoldWorker {
     /// Scores of the health records derived since the shell last took
     /// them (the histogram of score evaluations).
     pub scores: Vec<f64>,
-    /// Events by (source topic, type, outcome) since the shell last took
-    /// them (for metrics).
-    pub tally: std::collections::HashMap<(String, &'static str, &'static str), u64>,
+    /// Events by source topic, then (type, outcome), since the shell last
+    /// took them (for metrics).
+    pub tally: std::collections::HashMap<
+        String,
+        std::collections::HashMap<(&'static str, &'static str), u64>,
+    >,
 }
 
 /// A sequenced record arrived out of order: the shell must seek.
@@ -544,8 +547,13 @@ impl FoldWorker {
                         sh.apply(&ev, &mut shadow_signals);
                     }
                     let topic = source.as_ref().map_or("", |s| s.topic.as_str());
-                    let key = (topic.to_string(), ev.type_name(), outcome.as_str());
-                    *self.tally.entry(key).or_default() += 1;
+                    // The topic is copied only the first time it is seen.
+                    let kind = (ev.type_name(), outcome.as_str());
+                    if let Some(kinds) = self.tally.get_mut(topic) {
+                        *kinds.entry(kind).or_default() += 1;
+                    } else {
+                        self.tally.insert(topic.to_string(), [(kind, 1)].into());
+                    }
                     if self.touched.last().map(String::as_str) != Some(&*ev.account_id) {
                         self.touched.push(ev.account_id.to_string());
                     }
