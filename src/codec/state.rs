@@ -94,6 +94,19 @@ fn ov(o: &Override) -> pb::OverrideState {
     }
 }
 
+fn audit(x: &OverrideAudit) -> pb::OverrideAudit {
+    pb::OverrideAudit {
+        entry: Some(ov(&x.entry)),
+        end: match x.end {
+            OverrideEnd::Active => "active",
+            OverrideEnd::Expired => "expired",
+            OverrideEnd::Replaced => "replaced",
+        }
+        .into(),
+        ended_at: x.ended_at,
+    }
+}
+
 fn unov(o: &pb::OverrideState) -> Result<Override, StateError> {
     Ok(Override {
         band: match &o.band {
@@ -224,18 +237,7 @@ fn account_into(a: &Account, s: &mut pb::AccountState) {
     s.active_override = ex.and_then(|e| e.active_override.as_ref()).map(ov);
     fill(
         &mut s.override_audit,
-        ex.into_iter()
-            .flat_map(|e| &e.audit)
-            .map(|x| pb::OverrideAudit {
-                entry: Some(ov(&x.entry)),
-                end: match x.end {
-                    OverrideEnd::Active => "active",
-                    OverrideEnd::Expired => "expired",
-                    OverrideEnd::Replaced => "replaced",
-                }
-                .into(),
-                ended_at: x.ended_at,
-            }),
+        ex.into_iter().flat_map(|e| &e.audit).map(audit),
     );
     s.band = a.alert.band.to_u8().into();
     s.at_risk_open = a.alert.at_risk_open;

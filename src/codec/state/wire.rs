@@ -12,9 +12,9 @@
 
 use prost::encoding::message;
 
-use crate::core::account::{Account, OverrideEnd, SupportWeeks, WEEKS};
+use crate::core::account::{Account, SupportWeeks, WEEKS};
 
-use super::{dec, happened, ov, pb, StateError};
+use super::{audit, dec, happened, ov, pb, StateError};
 
 /// Wire types.
 const VARINT: u32 = 0;
@@ -243,17 +243,7 @@ pub(super) fn account(a: &Account, b: &mut Vec<u8>) {
             message::encode(49, &ov(o), b);
         }
         for x in &e.audit {
-            let audit = pb::OverrideAudit {
-                entry: Some(ov(&x.entry)),
-                end: match x.end {
-                    OverrideEnd::Active => "active",
-                    OverrideEnd::Expired => "expired",
-                    OverrideEnd::Replaced => "replaced",
-                }
-                .into(),
-                ended_at: x.ended_at,
-            };
-            message::encode(50, &audit, b);
+            message::encode(50, &audit(x), b);
         }
     }
     uint(b, 51, a.alert.band.to_u8().into());
