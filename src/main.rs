@@ -268,6 +268,11 @@ enum BenchCmd {
         /// records, so that is the longest tail a restore replays.
         #[arg(long)]
         tail_events: Option<u64>,
+        /// Fold the tail account by account, as the simulator makes it,
+        /// instead of in event-time order as the service's sequenced log
+        /// holds it (the order of the measurements before 2026-12-08).
+        #[arg(long)]
+        account_major_tail: bool,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Where to write the snapshot (default: a temporary directory).
@@ -666,13 +671,21 @@ fn run(cli: Cli) -> Result<()> {
             days,
             tail_days,
             tail_events,
+            account_major_tail,
             seed,
             dir,
         }) => {
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let mut r =
-                vitals::bench::snapshot(accounts, days, tail_days, tail_events, seed, &dir)?;
+            let mut r = vitals::bench::snapshot(
+                accounts,
+                days,
+                tail_days,
+                tail_events,
+                account_major_tail,
+                seed,
+                &dir,
+            )?;
             // A crash restores in a new process, whose memory is all
             // untouched: time that load too, in one.
             let out = std::process::Command::new(std::env::current_exe()?)
