@@ -137,9 +137,9 @@ pub struct SnapshotReport {
     /// encodes and writes the copy on another thread): the partition
     /// stalls this long.
     pub stall_secs: f64,
-    /// The longest single event the partition folded while the copy was
-    /// being encoded and written (copy-on-write of account chunks makes
-    /// some events slower), over the tail.
+    /// The longest single event the partition folded while the first
+    /// snapshot was being encoded and written (copy-on-write of account
+    /// chunks makes some events slower).
     pub longest_event_secs: f64,
     /// The longest single event of the day before the snapshot (no copy
     /// alive): what the fold's own timers and re-scores cost at most.
@@ -158,7 +158,8 @@ pub struct SnapshotReport {
     /// tail permitting): what every snapshot of a running service after
     /// its first costs. The first one's copy-on-write copies land in
     /// memory the process never touched, which the kernel backs page by
-    /// page.
+    /// page; the second's may reuse what the first one's copies gave back
+    /// (on 2026-12-08 that made little difference: BENCHMARKS.md).
     pub second: Option<WriteReport>,
     pub size_bytes: u64,
     /// Reading, checking and decoding the newest snapshot (streamed: read
@@ -429,9 +430,9 @@ pub fn snapshot(
     // Encoding and writing happen on another thread, as in the service,
     // while the partition folds on (the tail): each event's time is the
     // partition's stall, copy-on-write of the accounts included. When the
-    // first snapshot is written, a second is taken at once: it finds the
-    // memory the first one's copies gave back, as every snapshot after a
-    // service's first does.
+    // first snapshot is written, a second is taken at once, as a running
+    // service takes them: one after the first, whose copies were made in
+    // memory the process had never touched.
     let mut writes = vec![Write::start(copy, dir, head_events, stall_secs)];
     for (i, e) in tail.iter().enumerate() {
         let t = Instant::now();
