@@ -344,19 +344,38 @@ impl Write {
     }
 }
 
+/// `vitals bench snapshot` settings.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub accounts: u32,
+    pub days: u32,
+    /// Days of events after the snapshot (the tail to replay).
+    pub tail_days: u32,
+    /// Cut the snapshot this many events before the end of the log instead
+    /// (at most the tail days' events).
+    pub tail_events: Option<u64>,
+    /// Fold the tail account by account, as the simulator makes it,
+    /// instead of in event-time order.
+    pub account_major_tail: bool,
+    pub seed: u64,
+}
+
 /// Folds `accounts` accounts over `days` days, snapshots the state before
 /// the last `tail_days`, and measures stall, write, load and tail replay
-/// against a full replay.
+/// against a full replay; the snapshots go to `dir`.
 pub fn snapshot(
-    accounts: u32,
-    days: u32,
-    tail_days: u32,
-    tail_events: Option<u64>,
-    account_major_tail: bool,
-    seed: u64,
+    opts: &SnapshotOptions,
     dir: &std::path::Path,
 ) -> Result<SnapshotReport, crate::snapshot::SnapshotError> {
     use crate::snapshot::{DirStore, SnapshotStore};
+    let SnapshotOptions {
+        accounts,
+        days,
+        tail_days,
+        tail_events,
+        account_major_tail,
+        seed,
+    } = *opts;
     let o = SimOptions {
         accounts,
         days,

@@ -677,15 +677,15 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let mut r = vitals::bench::snapshot(
+            let opts = vitals::bench::SnapshotOptions {
                 accounts,
                 days,
                 tail_days,
                 tail_events,
                 account_major_tail,
                 seed,
-                &dir,
-            )?;
+            };
+            let mut r = vitals::bench::snapshot(&opts, &dir)?;
             // A crash restores in a new process, whose memory is all
             // untouched: time that load too, in one.
             let out = std::process::Command::new(std::env::current_exe()?)
